@@ -1,0 +1,24 @@
+"""ferkit: facial expression recognition toolkit.
+
+Importing ferkit is cheap: no weights are loaded and no heavy optional
+dependency is imported until it is used.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "Recognizer", "create_model", "list_models"]
+
+
+def __getattr__(name: str):
+    # Lazy public API so `import ferkit` stays fast and side-effect free.
+    if name in ("create_model", "list_models"):
+        from ferkit import models
+
+        return getattr(models, name)
+    if name == "Recognizer":
+        from ferkit.inference.recognizer import Recognizer
+
+        return Recognizer
+    raise AttributeError(f"module 'ferkit' has no attribute {name!r}")

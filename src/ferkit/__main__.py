@@ -1,0 +1,5 @@
+import sys
+
+from ferkit.cli import main
+
+sys.exit(main())

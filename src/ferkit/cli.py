@@ -1,0 +1,69 @@
+"""``ferkit`` command line: parses arguments, calls the library, prints.
+
+Each command lives in ``ferkit/commands/<name>.py`` with two functions:
+``add_parser(subparsers)`` and ``run(args) -> int``. Commands are discovered
+automatically, so adding one touches no other file.
+
+User errors (:class:`ferkit.errors.FerkitError`) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import warnings
+
+from ferkit import __version__
+from ferkit.errors import FerkitError
+
+
+def _command_modules():
+    import ferkit.commands as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            yield importlib.import_module(f"ferkit.commands.{info.name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ferkit",
+        description="Facial expression recognition: train, evaluate and run FER models.",
+        epilog="Run 'ferkit COMMAND --help' for a command's options.",
+    )
+    p.add_argument("--version", action="version", version=f"ferkit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _command_modules():
+        mod.add_parser(sub)
+    return p
+
+
+def _warning_one_line(message, category, filename, lineno, file=None, line=None):
+    print(f"ferkit: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    warnings.showwarning = _warning_one_line
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    try:
+        return int(args.func(args) or 0)
+    except FerkitError as e:
+        print(f"ferkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ferkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

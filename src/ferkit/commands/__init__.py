@@ -1,0 +1,1 @@
+"""One module per ``ferkit`` command: ``add_parser(subparsers)`` and ``run(args)``."""

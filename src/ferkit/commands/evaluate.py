@@ -1,0 +1,59 @@
+"""ferkit evaluate CHECKPOINT --data PATH [--split NAME] [--json]"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate checkpoint(s) on a dataset split",
+        description="Accuracy, loss, macro-F1, per-class accuracy and misclassification rate, and the "
+        "confusion matrix of a trained model on a dataset split. Classes the model does not know "
+        "(e.g. contempt) are skipped with a warning, or rejected with --strict.",
+    )
+    p.add_argument("checkpoint", nargs="+", help="checkpoint(s): best.ckpt, an exported .pt, or 'default'")
+    p.add_argument("--data", required=True, help="dataset path")
+    p.add_argument("--dataset", help="force the dataset layout (default: auto-detect)")
+    p.add_argument("--split", default="test",
+                   help="split: train, val, test, all, publictest, privatetest... (default: test)")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="val share carved from train (default: the checkpoint's recipe, else 0.1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--out", help="folder for the report: report.json, confusion.png, per_class.png")
+    p.add_argument("--tta", type=int, default=0, metavar="K",
+                   help="test-time augmentation: average the flip + K augmented copies (default: off)")
+    p.add_argument("--distortion", metavar="NAME:SEVERITY",
+                   help="evaluate on distorted faces, e.g. random-gray:3 (see 'ferkit robustness')")
+    p.add_argument("--distortion-seed", type=int, default=0, help="seed of the distorted copy (default: 0)")
+    p.add_argument("--strict", action="store_true", help="error on classes outside the model's labels")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from ferkit.evaluation.evaluate import evaluate_checkpoints
+    from ferkit.evaluation.metrics import format_report
+
+    rep = evaluate_checkpoints(args)
+    if args.json:
+        json.dump(rep, sys.stdout)
+        print()
+    else:
+        print(format_report(rep, title=f"{', '.join(args.checkpoint)} on {args.data} [{args.split}]"))
+    if args.out:
+        from ferkit.evaluation.plots import plot_confusion, plot_per_class
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(rep, indent=2))
+        plot_confusion(rep["confusion"], rep["labels"], out / "confusion.png", f"{args.split}")
+        plot_per_class(rep["per_class"], out / "per_class.png", f"per-class accuracy [{args.split}]")
+        print(f"report written to {out}/", file=sys.stderr)
+    return 0

@@ -1,0 +1,54 @@
+"""ferkit recipes | models | datasets: what is available."""
+
+from __future__ import annotations
+
+
+def add_parser(sub):
+    p = sub.add_parser("recipes", help="list training recipes",
+                       description="List the named training recipes shipped with ferkit.")
+    p.add_argument("name", nargs="?", help="show one recipe in full (YAML)")
+    p.set_defaults(func=run_recipes)
+    p = sub.add_parser("models", help="list registered models and their input configs",
+                       description="List registered model architectures with input size, channels and "
+                       "parameter count.")
+    p.add_argument("--params", action="store_true", help="also count parameters (builds each model)")
+    p.set_defaults(func=run_models)
+    p = sub.add_parser("datasets", help="list dataset layouts ferkit can read",
+                       description="List the dataset layouts (sources) and their splits.")
+    p.set_defaults(func=run_datasets)
+
+
+def run_recipes(args) -> int:
+    import yaml
+
+    from ferkit.training.recipes import list_recipes, load_recipe
+
+    if args.name:
+        print(yaml.safe_dump(load_recipe(args.name).to_dict(), sort_keys=False), end="")
+        return 0
+    for r in list_recipes():
+        desc = " ".join(r.description.split())
+        print(f"{r.name:<28} model={r.model:<22} epochs={r.epochs:<4} {desc[:70]}")
+    return 0
+
+
+def run_models(args) -> int:
+    from ferkit.models import create_model, get_entry, list_models
+
+    for name in list_models():
+        e = get_entry(name)
+        c = e.input_config
+        extra = ""
+        if args.params:
+            m = create_model(name)
+            extra = f" params={sum(p.numel() for p in m.parameters()):,}"
+        print(f"{name:<24} input={c.size}x{c.size}x{c.channels}{extra}  {e.description}")
+    return 0
+
+
+def run_datasets(args) -> int:
+    from ferkit.data.sources import list_sources
+
+    for s in list_sources():
+        print(f"{s.name:<14} splits={','.join(s.splits):<36} {s.description}")
+    return 0

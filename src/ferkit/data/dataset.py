@@ -1,0 +1,151 @@
+"""Datasets: an index, decoded once through the cache, as uint8 tensors.
+
+:func:`load_index` resolves ``(path, split, dataset)`` to an :class:`Index`
+(auto-detecting the layout and carving ``val`` from ``train`` when the data has
+no validation split of its own). :class:`FerDataset` decodes it and serves
+``(uint8 tensor (C, H, W), target)`` pairs; float conversion, augmentation and
+normalisation run later on whole batches (:mod:`ferkit.data.transforms`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ferkit.data.cache import decode_index
+from ferkit.data.folders import find_split_dir
+from ferkit.data.sources import Index, detect_source, get_source
+from ferkit.data.splits import group_split, stratified_split
+from ferkit.errors import DataError
+from ferkit.labels import FER7, filter_to_labels
+
+
+def load_index(
+    root,
+    split: str = "train",
+    dataset: str | None = None,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    group_val: bool = False,
+    **source_options,
+) -> Index:
+    """Index one split of a dataset.
+
+    Args:
+        root: dataset path (folder or file).
+        split: ``train``, ``val``, ``test``, ``all`` or a source-specific split
+            (``publictest``...). ``train``/``val`` are carved from the source's
+            training data (stratified, seeded) unless it has its own ``val``.
+        dataset: source name (``ferkit datasets``); auto-detected when None.
+        val_fraction: share of train used for val when carving (0 = no carving).
+        group_val: carve val by group (subject/actor) instead of stratified.
+    """
+    root = str(root)
+    if not Path(root).exists():
+        raise DataError(f"{root}: no such file or directory")
+    spec = get_source(dataset) if dataset else detect_source(root)
+    split = split.lower()
+    native_val = "val" in spec.splits or (
+        Path(root).is_dir() and find_split_dir(Path(root), "val") is not None
+    )
+    if split in ("train", "val") and not native_val and val_fraction > 0:
+        base = spec.index(root, "train", **source_options)
+        if group_val and base.groups is not None:
+            tr, va = group_split(base.groups, val_fraction, seed)
+        else:
+            tr, va = stratified_split(base.labels, val_fraction, seed)
+        return base.subset(tr if split == "train" else va, split=split)
+    if split == "val" and not native_val:
+        raise DataError(f"{root}: no validation split (and val_fraction is 0)")
+    return spec.index(root, split, **source_options)
+
+
+class FerDataset(Dataset):
+    """A decoded split: ``images`` (N, H, W, C) uint8 and ``targets`` (N,) int64.
+
+    Labels outside ``labels`` (e.g. contempt for a 7-class model) are skipped
+    with one warning naming them, or raise with ``strict=True``.
+    """
+
+    def __init__(
+        self,
+        index: Index,
+        size: int,
+        channels: int,
+        labels: Sequence[str] = FER7,
+        transform=None,
+        strict: bool = False,
+        use_cache: bool = True,
+        progress: bool = True,
+    ):
+        self.labels = list(labels)
+        keep = filter_to_labels(index.labels, self.labels, strict=strict, what=f"{index.root} [{index.split}]")
+        dropped = len(keep) - sum(keep)
+        if dropped:
+            index = index.subset([i for i, k in enumerate(keep) if k])
+        if len(index) == 0:
+            raise DataError(f"{index.root} [{index.split}]: no items with labels in {self.labels}")
+        # Decode at the source's native size/colour when smaller: FER2013 stays 48x48 gray
+        # in memory even for a 224x224 RGB model; batches are upscaled on the fly.
+        dsize = min(size, index.native_size) if index.native_size else size
+        dch = min(channels, index.native_channels) if index.native_channels else channels
+        self.images, kept, skipped = decode_index(index, dsize, dch, use_cache=use_cache, progress=progress)
+        lab2i = {n: i for i, n in enumerate(self.labels)}
+        self.targets = np.array([lab2i[index.labels[i]] for i in kept], dtype=np.int64)
+        self.groups = [index.groups[i] for i in kept] if index.groups is not None else None
+        self.items = [index.items[i] for i in kept]
+        self.index = index
+        self.transform = transform
+        self.skipped = Counter(index.skipped)
+        self.skipped.update(skipped)
+        if dropped:
+            self.skipped["class outside the label set"] += dropped
+        if len(self.targets) == 0:
+            raise DataError(f"{index.root} [{index.split}]: no readable images")
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        x = torch.from_numpy(self.images[i]).permute(2, 0, 1)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.targets[i])
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.targets, minlength=len(self.labels))
+
+    def report_skipped(self) -> str | None:
+        if not self.skipped:
+            return None
+        parts = ", ".join(f"{v} {k}" for k, v in sorted(self.skipped.items()))
+        return f"{self.index.root} [{self.index.split}]: skipped {sum(self.skipped.values())} item(s): {parts}"
+
+
+def class_weights(targets, num_classes: int) -> torch.Tensor:
+    """Inverse class frequency, scaled so the weights average 1 over samples (Boulis).
+
+    w_c = N / (K * n_c): a class with the average count gets 1; an empty class 0.
+    """
+    counts = np.bincount(np.asarray(targets), minlength=num_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def build_dataset(root, split, input_config, labels=FER7, dataset=None, *, val_fraction=0.1, seed=0,
+                  strict=False, use_cache=True, progress=True, **source_options) -> FerDataset:
+    """Index + decode one split for a model's input config (convenience for CLI and tests)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        idx = load_index(root, split, dataset, val_fraction=val_fraction, seed=seed, **source_options)
+    for note in idx.notes:
+        warnings.warn(note, stacklevel=2)
+    return FerDataset(idx, input_config.size, input_config.channels, labels, strict=strict,
+                      use_cache=use_cache, progress=progress)

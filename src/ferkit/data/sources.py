@@ -1,0 +1,129 @@
+"""Dataset sources: which items exist, their labels and splits (no decoding).
+
+A *source* turns ``(root, split)`` into an :class:`Index`: item keys, canonical
+label names, optional group ids (subject/actor, for subject-independent
+splits), a loader that decodes one item, and a fingerprint that changes when the
+underlying files change (it keys the decode cache).
+
+Sources register with :func:`register_source`; :func:`detect_source` picks one
+from the path when ``--dataset`` is not given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ferkit.errors import DataError
+
+
+@dataclass
+class Index:
+    """What a split of a dataset contains. Decoding happens later, through ``loader``."""
+
+    source: str
+    root: str
+    split: str
+    items: list  # keys passed to ``loader`` (paths, row numbers, (video, frame) pairs...)
+    labels: list[str]  # canonical label per item
+    loader: Callable[[object], np.ndarray]  # item key -> uint8 (H, W, C)
+    fingerprint: str  # changes whenever the files behind the items change
+    groups: list[str] | None = None  # subject/actor id per item (subject-independent splits)
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count, found at indexing
+    notes: list[str] = field(default_factory=list)  # human-readable remarks (e.g. split fallback)
+    native_size: int | None = None  # all items already this square size (FER2013: 48)
+    native_channels: int | None = None  # 1 if the source is gray
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def subset(self, idx, split: str | None = None) -> Index:
+        idx = list(idx)
+        return Index(
+            source=self.source,
+            root=self.root,
+            split=split or self.split,
+            items=[self.items[i] for i in idx],
+            labels=[self.labels[i] for i in idx],
+            loader=self.loader,
+            fingerprint=hashlib.sha1(
+                (self.fingerprint + str(split) + ",".join(map(str, idx))).encode()
+            ).hexdigest(),
+            groups=[self.groups[i] for i in idx] if self.groups is not None else None,
+            skipped=dict(self.skipped),
+            notes=list(self.notes),
+            native_size=self.native_size,
+            native_channels=self.native_channels,
+        )
+
+
+@dataclass
+class SourceSpec:
+    name: str
+    index: Callable[..., Index]  # (root, split, **options) -> Index
+    detect: Callable[[Path], bool] | None
+    splits: tuple[str, ...]  # splits the source provides natively
+    description: str = ""
+    priority: int = 0  # higher is tried first in detection
+
+
+_SOURCES: dict[str, SourceSpec] = {}
+
+
+def register_source(name, *, splits, detect=None, description="", priority=0):
+    def deco(fn):
+        _SOURCES[name] = SourceSpec(name, fn, detect, tuple(splits), description, priority)
+        return fn
+
+    return deco
+
+
+def list_sources() -> list[SourceSpec]:
+    _import_sources()
+    return sorted(_SOURCES.values(), key=lambda s: s.name)
+
+
+def get_source(name: str) -> SourceSpec:
+    _import_sources()
+    if name not in _SOURCES:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(_SOURCES))}")
+    return _SOURCES[name]
+
+
+def detect_source(root: str | os.PathLike) -> SourceSpec:
+    """Pick the source whose layout matches ``root`` (the generic folder source last)."""
+    _import_sources()
+    p = Path(root)
+    if not p.exists():
+        raise DataError(f"{root}: no such file or directory")
+    for spec in sorted(_SOURCES.values(), key=lambda s: -s.priority):
+        if spec.detect is not None and spec.detect(p):
+            return spec
+    if p.is_file():
+        raise DataError(f"{root}: not a recognised dataset file (expected a FER2013 CSV or a folder)")
+    return _SOURCES["folders"]
+
+
+def file_fingerprint(paths, extra: str = "") -> str:
+    """Hash of (path, size, mtime) for every file: any edit, addition or removal changes it."""
+    h = hashlib.sha1(extra.encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _import_sources() -> None:
+    from ferkit.data import fer2013, folders  # noqa: F401
+
+    for mod in ("kdef", "rafdb", "jaffe", "ravdess"):
+        try:
+            __import__(f"ferkit.data.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"ferkit.data.{mod}":
+                raise

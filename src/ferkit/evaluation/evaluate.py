@@ -1,0 +1,112 @@
+"""Evaluating one or several checkpoints on a dataset split."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import torch
+import yaml
+
+from ferkit.data.dataset import FerDataset, load_index
+from ferkit.evaluation.metrics import classification_report, predict_logits
+from ferkit.models.checkpoint import load_checkpoint
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _recipe_of(spec) -> dict:
+    hp = spec.get("hyper_parameters") or {}
+    return hp
+
+
+def evaluate_checkpoints(args) -> dict:
+    """Evaluate ``args.checkpoint`` (one, or several = soft-voting ensemble) on ``args.split``."""
+    device = resolve_device(args.device)
+    loaded = [load_model_any(c) for c in args.checkpoint]
+    labels = loaded[0][1]["labels"]
+    for _, spec in loaded[1:]:
+        if spec["labels"] != labels:
+            from ferkit.errors import FerkitError
+
+            raise FerkitError("ensemble members must share one label set")
+    val_fraction = args.val_fraction if args.val_fraction is not None else 0.1
+    seed = 0
+    cfg_run = _run_config(args.checkpoint[0])
+    if cfg_run and args.val_fraction is None:
+        val_fraction = cfg_run["recipe"].get("val_fraction", 0.1)
+        seed = cfg_run["recipe"].get("seed", 0)
+    with warnings.catch_warnings():
+        idx = load_index(args.data, args.split, args.dataset, val_fraction=val_fraction, seed=seed)
+    for note in idx.notes:
+        warnings.warn(note, stacklevel=2)
+    if len(loaded) == 1:
+        model, spec = loaded[0]
+        cfg = spec["input_config"]
+        ds = FerDataset(idx, cfg.size, cfg.channels, labels, strict=args.strict, progress=not args.no_progress)
+        tta = _tta(args)
+        logp, y = predict_logits(model, ds, args.batch_size, device, tta=tta, progress=not args.no_progress,
+                                 input_transform=_distortion(args))
+    else:
+        from ferkit.evaluation.ensemble import Ensemble
+
+        ens = Ensemble([m for m, _ in loaded], labels)
+        size = max(s["input_config"].size for _, s in loaded)
+        ch = max(s["input_config"].channels for _, s in loaded)
+        ds = FerDataset(idx, size, ch, labels, strict=args.strict, progress=not args.no_progress)
+        logp, y = ens.predict_logits(ds, args.batch_size, device, tta_copies=getattr(args, "tta", 0) or 0,
+                                     progress=not args.no_progress, input_transform=_distortion(args))
+    if msg := ds.report_skipped():
+        print(msg, file=sys.stderr)
+    rep = classification_report(logp, y, labels)
+    rep.update(split=args.split, data=str(args.data), checkpoints=list(args.checkpoint),
+               skipped=dict(ds.skipped))
+    return rep
+
+
+def load_model_any(ref: str):
+    """A checkpoint path, or a shipped/saved model name such as 'default'."""
+    from pathlib import Path
+
+    if not Path(ref).exists():
+        try:
+            from ferkit.inference.pretrained import resolve_pretrained
+
+            ref = resolve_pretrained(ref)
+        except ImportError:
+            pass
+    return load_checkpoint(ref)
+
+
+def _run_config(ckpt_path) -> dict | None:
+    from pathlib import Path
+
+    p = Path(ckpt_path).parent / "config.yaml"
+    if p.is_file():
+        try:
+            return yaml.safe_load(p.read_text())
+        except yaml.YAMLError:
+            return None
+    return None
+
+
+def _tta(args):
+    k = getattr(args, "tta", None)
+    if not k:
+        return None
+    from ferkit.evaluation.ensemble import make_tta
+
+    return make_tta(k)
+
+
+def _distortion(args):
+    spec = getattr(args, "distortion", None)
+    if not spec:
+        return None
+    from ferkit.data.distortions import parse_distortion
+
+    return parse_distortion(spec, seed=getattr(args, "distortion_seed", 0))

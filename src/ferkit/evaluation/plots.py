@@ -1,0 +1,82 @@
+"""Plots written next to runs and reports (matplotlib, Agg backend, no display needed)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_curves(metrics_csv, out_png) -> bool:
+    """Loss and accuracy per epoch (train vs val) from Lightning's metrics.csv."""
+    rows = list(csv.DictReader(open(metrics_csv)))
+    by_epoch: dict[int, dict] = {}
+    for r in rows:
+        if r.get("epoch", "") == "":
+            continue
+        e = int(float(r["epoch"]))
+        for k, v in r.items():
+            if v not in ("", None) and k not in ("epoch", "step"):
+                by_epoch.setdefault(e, {})[k] = float(v)
+    if not by_epoch:
+        return False
+    epochs = sorted(by_epoch)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, what in zip(axes, ("loss", "acc")):
+        for stage in ("train", "val"):
+            key = f"{stage}_{what}"
+            pts = [(e + 1, by_epoch[e][key]) for e in epochs if key in by_epoch[e]]
+            if pts:
+                ax.plot(*zip(*pts), marker=".", label=stage)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy" if what == "acc" else "loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_confusion(confusion, labels, out_png, title: str = "") -> None:
+    """Row-normalised confusion matrix with counts."""
+    cm = np.asarray(confusion, dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def plot_per_class(per_class: dict, out_png, title: str = "") -> None:
+    """Per-emotion accuracy bar chart."""
+    names = list(per_class)
+    accs = [per_class[n]["accuracy"] or 0.0 for n in names]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    bars = ax.bar(names, accs, color="#4C72B0")
+    for b, a in zip(bars, accs):
+        ax.text(b.get_x() + b.get_width() / 2, a + 0.01, f"{a:.2f}", ha="center", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(Path(out_png), dpi=100)
+    plt.close(fig)

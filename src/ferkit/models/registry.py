@@ -1,0 +1,127 @@
+"""A flat model registry: every model declares the input it expects.
+
+Usage::
+
+    @register_model(InputConfig(size=48, channels=1))
+    def my_cnn(num_classes=7, in_chans=1, **kw) -> nn.Module: ...
+
+    model = create_model("my-cnn", num_classes=7)
+    model.input_config  # InputConfig(size=48, channels=1, mean=(0.5,), std=(0.5,))
+
+``input_config`` travels with the model (and its checkpoints), and every
+transform, the Recognizer and the ONNX export read it from there, so a model
+trained on 48x48 gray never gets fed 224x224 RGB by mistake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+from torch import nn
+
+from ferkit.errors import FerkitError
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """What a model expects: square side in pixels, channels, normalisation.
+
+    Pixels are scaled to [0, 1] and then normalised with ``(x - mean) / std``.
+    """
+
+    size: int = 48
+    channels: int = 1
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self):
+        # Broadcast a one-value mean/std to every channel.
+        if len(self.mean) == 1 and self.channels > 1:
+            object.__setattr__(self, "mean", self.mean * self.channels)
+        if len(self.std) == 1 and self.channels > 1:
+            object.__setattr__(self, "std", self.std * self.channels)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputConfig:
+        return cls(
+            size=int(d["size"]),
+            channels=int(d["channels"]),
+            mean=tuple(d.get("mean", (0.0,))),
+            std=tuple(d.get("std", (1.0,))),
+        )
+
+
+IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    fn: Callable[..., nn.Module]
+    input_config: InputConfig
+    description: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(input_config: InputConfig, name: str | None = None, tags: tuple[str, ...] = ()):
+    """Decorator registering a model constructor under ``name`` (default: fn name, '_' -> '-')."""
+
+    def deco(fn):
+        key = name or fn.__name__.replace("_", "-")
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} registered twice")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _REGISTRY[key] = ModelEntry(key, fn, input_config, doc[0] if doc else "", tags)
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    _import_families()
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    _import_families()
+    if name not in _REGISTRY:
+        raise FerkitError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create_model(
+    name: str,
+    num_classes: int = 7,
+    in_chans: int | None = None,
+    input_size: int | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a registered model; the result carries ``.input_config`` and ``.model_name``.
+
+    ``in_chans`` and ``input_size`` override the declared input (e.g. a gray
+    VGG16 for 48x48 faces); the model constructor receives them.
+    """
+    entry = get_entry(name)
+    cfg = entry.input_config
+    if in_chans is not None and in_chans != cfg.channels:
+        mean = cfg.mean[:1] if in_chans == 1 else (cfg.mean * 3)[:in_chans]
+        std = cfg.std[:1] if in_chans == 1 else (cfg.std * 3)[:in_chans]
+        cfg = replace(cfg, channels=in_chans, mean=tuple(mean), std=tuple(std))
+    if input_size is not None:
+        cfg = replace(cfg, size=int(input_size))
+    model = entry.fn(num_classes=num_classes, in_chans=cfg.channels, input_size=cfg.size, **kwargs)
+    model.input_config = cfg
+    model.model_name = name
+    return model
+
+
+def _import_families() -> None:
+    # Importing the family modules runs their @register_model decorators.
+    from ferkit.models import _families  # noqa: F401

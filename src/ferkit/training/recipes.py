@@ -1,0 +1,122 @@
+"""Recipes: named experiment configs kept as data.
+
+Each recipe is a YAML file in ``ferkit/recipes/`` (shipped with the package);
+``ferkit recipes`` lists them and every run saves its fully resolved
+:class:`Recipe` as ``config.yaml`` next to its checkpoints. There is no
+inheritance between recipes: every value in use is visible in the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ferkit.errors import FerkitError
+
+
+@dataclass
+class Recipe:
+    name: str
+    model: str
+    description: str = ""
+    paper: str = ""
+    model_kwargs: dict = field(default_factory=dict)
+    dataset: str | None = None  # source name; None = auto-detect from --data
+    source_options: dict = field(default_factory=dict)
+    labels: list[str] | None = None  # None = FER7
+    in_chans: int | None = None  # override the model's declared channels
+    input_size: int | None = None  # override the model's declared size
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str = "plateau"  # plateau | cosine | none
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    early_stopping_patience: int | None = 10  # None = no early stopping
+    augment: str = "none"  # preset name in ferkit.data.transforms.PRESETS
+    distortion_augment: str | None = None  # e.g. "random-gray:3" or "mix" (noise-robust training)
+    class_weights: bool = False
+    label_smoothing: float = 0.0
+    val_fraction: float = 0.1
+    group_val: bool = False  # carve val by subject/actor when the source has groups
+    seed: int = 0
+    num_workers: int = 0
+    precision: str = "auto"  # auto = bf16-mixed on CUDA, 32-true on CPU
+    init_checkpoint: str | None = None  # initialise the backbone from this checkpoint
+    freeze: dict = field(default_factory=dict)  # freezing policy, see ferkit.training.freezing
+    task: str = "classify"  # classify | reconstruct (autoencoders)
+    extra: dict = field(default_factory=dict)  # family-specific settings
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Recipe:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise FerkitError(f"recipe {d.get('name', '?')}: unknown field(s) {sorted(unknown)}")
+        d = dict(d)
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+    def override(self, **kv) -> Recipe:
+        """A copy with fields replaced; ``None`` values are ignored (CLI flags not given)."""
+        d = self.to_dict()
+        for k, v in kv.items():
+            if v is None:
+                continue
+            if k not in d:
+                raise FerkitError(f"unknown recipe field {k!r}; fields: {', '.join(sorted(d))}")
+            d[k] = v
+        return Recipe.from_dict(d)
+
+
+def _recipe_files() -> dict[str, object]:
+    files = {}
+    for f in resources.files("ferkit.recipes").iterdir():
+        if f.name.endswith(".yaml"):
+            files[f.name[:-5]] = f
+    return files
+
+
+def list_recipes() -> list[Recipe]:
+    return [load_recipe(n) for n in sorted(_recipe_files())]
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """A shipped recipe by name, or a YAML file path (e.g. a run's config.yaml)."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        text = p.read_text()
+    else:
+        files = _recipe_files()
+        if name_or_path not in files:
+            raise FerkitError(f"unknown recipe {name_or_path!r}; available: {', '.join(sorted(files))}")
+        text = files[name_or_path].read_text()
+    try:
+        return Recipe.from_dict(yaml.safe_load(text))
+    except (yaml.YAMLError, TypeError) as e:
+        raise FerkitError(f"recipe {name_or_path}: invalid ({e})") from None
+
+
+def parse_set(pairs: list[str] | None) -> dict:
+    """``["lr=0.01", "model_kwargs={width: 64}"]`` -> dict, values parsed as YAML."""
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise FerkitError(f"--set expects key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out

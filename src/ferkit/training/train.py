@@ -1,0 +1,259 @@
+"""``ferkit train``: recipe + data -> a run directory.
+
+A run directory holds everything needed to inspect, resume or use the run::
+
+    config.yaml      the fully resolved recipe (+ data path, devices)
+    metrics.csv      per-epoch train/val loss and accuracy, learning rate
+    best.ckpt        best validation-loss checkpoint (atomic writes)
+    last.ckpt        latest epoch, for --resume
+    curves.png       loss and accuracy curves
+    confusion_val.png, summary.json   validation report of best.ckpt
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.utils.data import DataLoader
+
+from ferkit.data.dataset import FerDataset, class_weights, load_index
+from ferkit.errors import FerkitError
+from ferkit.labels import FER7
+from ferkit.training.module import FerLitModule
+from ferkit.training.recipes import Recipe, load_recipe
+
+_RUN_DIR_ENV = "FERKIT_RUN_DIR"  # lets DDP worker processes find the run rank 0 created
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temp file then rename: a kill mid-write never leaves a corrupt checkpoint."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+def _accelerator(device: str) -> str:
+    if device == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if device in ("cuda", "gpu"):
+        if not torch.cuda.is_available():
+            raise FerkitError("--device cuda: no CUDA device is available on this machine")
+        return "gpu"
+    if device == "cpu":
+        return "cpu"
+    raise FerkitError(f"--device must be auto, cpu or cuda (got {device!r})")
+
+
+def _precision(recipe: Recipe, accelerator: str) -> str:
+    if recipe.precision != "auto":
+        return recipe.precision
+    if accelerator == "gpu" and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def build_module(recipe: Recipe, labels: list[str], train_targets=None, max_epochs=None) -> FerLitModule:
+    cw = None
+    if recipe.class_weights and train_targets is not None:
+        cw = class_weights(train_targets, len(labels)).tolist()
+    return FerLitModule(
+        model_name=recipe.model,
+        num_classes=len(labels),
+        labels=labels,
+        model_kwargs=recipe.model_kwargs,
+        in_chans=recipe.in_chans,
+        input_size=recipe.input_size,
+        optimizer=recipe.optimizer,
+        lr=recipe.lr,
+        betas=tuple(recipe.betas),
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        scheduler=recipe.scheduler,
+        plateau_factor=recipe.plateau_factor,
+        plateau_patience=recipe.plateau_patience,
+        max_epochs=max_epochs or recipe.epochs,
+        augment=recipe.augment,
+        distortion_augment=recipe.distortion_augment,
+        class_weights=cw,
+        label_smoothing=recipe.label_smoothing,
+        task=recipe.task,
+    )
+
+
+def _new_run_dir(out: Path, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run = out / f"{name}-{stamp}"
+    i = 1
+    while run.exists():
+        run = out / f"{name}-{stamp}-{i}"
+        i += 1
+    return run
+
+
+def train(
+    recipe: str | Recipe,
+    data: str | None = None,
+    out: str = "runs",
+    *,
+    overrides: dict | None = None,
+    device: str = "auto",
+    devices: int = 1,
+    resume: str | None = None,
+    limit_train_batches: float | int | None = None,
+    limit_val_batches: float | int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train a recipe on a dataset; returns the run directory.
+
+    Args:
+        recipe: recipe name, YAML path or :class:`Recipe`.
+        data: dataset path (auto-detected layout; ``recipe.dataset`` overrides).
+        out: parent folder for the run directory.
+        overrides: recipe fields to replace (``epochs``, ``lr``...).
+        device: auto | cpu | cuda. devices: processes/GPUs (DDP when > 1).
+        resume: a run directory to continue from its ``last.ckpt``.
+    """
+    ckpt_path = None
+    if resume:
+        run_dir = Path(resume)
+        cfg_file = run_dir / "config.yaml"
+        if not cfg_file.is_file():
+            raise FerkitError(f"--resume {resume}: not a run directory (no config.yaml)")
+        saved = yaml.safe_load(cfg_file.read_text())
+        recipe = Recipe.from_dict(saved["recipe"])
+        data = data or saved["data"]
+        last = run_dir / "last.ckpt"
+        ckpt_path = str(last) if last.is_file() else None
+        if ckpt_path is None:
+            warnings.warn(f"{run_dir}: no last.ckpt yet, starting the run from scratch", stacklevel=2)
+        if overrides:
+            recipe = recipe.override(**overrides)
+    else:
+        recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+        recipe = recipe.override(**(overrides or {}))
+        run_dir = Path(os.environ.get(_RUN_DIR_ENV) or _new_run_dir(Path(out), recipe.name))
+    if data is None:
+        raise FerkitError("--data PATH is required")
+    accelerator = _accelerator(device)
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(
+            yaml.safe_dump({"recipe": recipe.to_dict(), "data": str(data), "device": device,
+                            "devices": devices}, sort_keys=False)
+        )
+    os.environ[_RUN_DIR_ENV] = str(run_dir)
+
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
+    labels = list(recipe.labels or FER7)
+    probe = build_module(recipe, labels)  # to learn the model's input config
+    cfg = probe.cfg
+    del probe
+    idx_kw = dict(val_fraction=recipe.val_fraction, seed=recipe.seed, group_val=recipe.group_val,
+                  **recipe.source_options)
+    train_idx = load_index(data, "train", recipe.dataset, **idx_kw)
+    val_idx = load_index(data, "val", recipe.dataset, **idx_kw)
+    for note in train_idx.notes:
+        warnings.warn(note, stacklevel=2)
+    train_ds = FerDataset(train_idx, cfg.size, cfg.channels, labels, progress=progress)
+    val_ds = FerDataset(val_idx, cfg.size, cfg.channels, labels, progress=progress)
+    for ds in (train_ds, val_ds):
+        if msg := ds.report_skipped():
+            print(msg)
+
+    module = build_module(recipe, labels, train_ds.targets)
+    if recipe.init_checkpoint:
+        _init_from(module, recipe.init_checkpoint)
+    if recipe.freeze:
+        from ferkit.training.freezing import apply_freeze
+
+        apply_freeze(module.model, recipe.freeze)
+
+    nw = recipe.num_workers
+    train_dl = DataLoader(train_ds, batch_size=recipe.batch_size, shuffle=True, drop_last=len(train_ds) > recipe.batch_size,
+                          num_workers=nw, persistent_workers=nw > 0, pin_memory=accelerator == "gpu")
+    val_dl = DataLoader(val_ds, batch_size=max(256, recipe.batch_size), shuffle=False, num_workers=nw,
+                        persistent_workers=nw > 0, pin_memory=accelerator == "gpu")
+
+    monitor = "val_loss"
+    callbacks = [
+        ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode="min", save_last=True,
+                        enable_version_counter=False),
+        LearningRateMonitor(logging_interval="epoch"),
+    ]
+    if recipe.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=recipe.early_stopping_patience))
+    trainer = L.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=recipe.epochs,
+        accelerator=accelerator,
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        precision=_precision(recipe, accelerator),
+        callbacks=callbacks,
+        logger=CSVLogger(save_dir=run_dir, name="", version=""),
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=progress,
+        enable_model_summary=progress,
+        log_every_n_steps=50,
+        limit_train_batches=limit_train_batches,
+        limit_val_batches=limit_val_batches,
+        deterministic=False,
+    )
+    t0 = time.time()
+    trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
+    wall = time.time() - t0
+    if trainer.is_global_zero:
+        finish_run(run_dir, val_ds, labels, wall, trainer.current_epoch, accelerator, progress)
+    return run_dir
+
+
+def _init_from(module: FerLitModule, path: str) -> None:
+    """Copy every weight whose name and shape match from a checkpoint (e.g. CAE pre-training)."""
+    from ferkit.models.checkpoint import read_checkpoint
+
+    ck = read_checkpoint(path)
+    state = ck.get("state_dict", ck)
+    state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()}
+    own = module.model.state_dict()
+    fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not fit:
+        raise FerkitError(f"init_checkpoint {path}: no weight matches model {module.hparams.model_name!r}")
+    module.model.load_state_dict(fit, strict=False)
+    print(f"initialised {len(fit)}/{len(own)} tensors of {module.hparams.model_name} from {path}")
+
+
+def finish_run(run_dir: Path, val_ds: FerDataset, labels, wall: float, epochs: int, accelerator: str,
+               progress: bool = True) -> dict:
+    """Curves, validation report of best.ckpt, summary.json."""
+    from ferkit.evaluation.metrics import classification_report, predict_logits
+    from ferkit.evaluation.plots import plot_confusion, plot_curves
+    from ferkit.models.checkpoint import load_checkpoint
+
+    summary = {"run_dir": str(run_dir), "epochs_trained": epochs, "wall_time_s": round(wall, 1),
+               "accelerator": accelerator}
+    if (run_dir / "metrics.csv").exists():
+        plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+    best = run_dir / "best.ckpt"
+    if best.exists():
+        model, spec = load_checkpoint(best)
+        if spec.get("hyper_parameters", {}).get("task", "classify") == "classify":
+            logp, y = predict_logits(model, val_ds, progress=progress)
+            rep = classification_report(logp, y, labels)
+            plot_confusion(rep["confusion"], labels, run_dir / "confusion_val.png", "validation (best.ckpt)")
+            summary["val"] = {k: rep[k] for k in ("n", "accuracy", "loss", "macro_f1", "per_class")}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
