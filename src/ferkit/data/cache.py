@@ -53,9 +53,9 @@ def decode_index(
     if use_cache and npy.exists() and meta_path.exists():
         try:
             meta = json.loads(meta_path.read_text())
-            images = np.load(npy, mmap_mode="r")
+            images = np.load(npy)  # read fully into memory: epochs index it at random
             if images.shape[0] == len(meta["kept"]):
-                return np.ascontiguousarray(images), meta["kept"], meta["skipped"]
+                return images, meta["kept"], meta["skipped"]
         except (OSError, ValueError, KeyError):
             pass  # damaged entry: rebuild below
     out = np.empty((len(index), size, size, channels), dtype=np.uint8)

@@ -132,10 +132,12 @@ class FerDataset(Dataset):
 def class_weights(targets, num_classes: int) -> torch.Tensor:
     """Inverse class frequency, scaled so the weights average 1 over samples (Boulis).
 
-    w_c = N / (K * n_c): a class with the average count gets 1; an empty class 0.
+    w_c = N / (K * n_c) with K the number of classes present: a class with the average
+    count gets 1; a class absent from the data gets 0.
     """
     counts = np.bincount(np.asarray(targets), minlength=num_classes).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+    present = max(int((counts > 0).sum()), 1)
+    w = np.where(counts > 0, counts.sum() / (present * np.maximum(counts, 1)), 0.0)
     return torch.tensor(w, dtype=torch.float32)
 
 

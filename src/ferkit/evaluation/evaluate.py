@@ -44,7 +44,7 @@ def evaluate_checkpoints(args) -> dict:
         idx = load_index(args.data, args.split, args.dataset, val_fraction=val_fraction, seed=seed)
     for note in idx.notes:
         warnings.warn(note, stacklevel=2)
-    if len(loaded) == 1:
+    if len(loaded) == 1 and spec_kind(loaded[0][1]) != "ensemble":
         model, spec = loaded[0]
         cfg = spec["input_config"]
         ds = FerDataset(idx, cfg.size, cfg.channels, labels, strict=args.strict, progress=not args.no_progress)
@@ -54,7 +54,7 @@ def evaluate_checkpoints(args) -> dict:
     else:
         from ferkit.evaluation.ensemble import Ensemble
 
-        ens = Ensemble([m for m, _ in loaded], labels)
+        ens = Ensemble.from_loaded(loaded) if len(loaded) > 1 else loaded[0][0]
         size = max(s["input_config"].size for _, s in loaded)
         ch = max(s["input_config"].channels for _, s in loaded)
         ds = FerDataset(idx, size, ch, labels, strict=args.strict, progress=not args.no_progress)
@@ -79,7 +79,16 @@ def load_model_any(ref: str):
             ref = resolve_pretrained(ref)
         except ImportError:
             pass
+    from ferkit.evaluation.ensemble import ensemble_spec, is_ensemble_file, load_ensemble
+
+    if is_ensemble_file(ref):  # one file holding several members (ferkit ensemble)
+        ens = load_ensemble(ref)
+        return ens, ensemble_spec(ens, ref)
     return load_checkpoint(ref)
+
+
+def spec_kind(spec: dict) -> str:
+    return "ensemble" if spec.get("model") == "ensemble" else "model"
 
 
 def _run_config(ckpt_path) -> dict | None:

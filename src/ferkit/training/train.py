@@ -12,6 +12,7 @@ A run directory holds everything needed to inspect, resume or use the run::
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
@@ -44,6 +45,42 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         os.replace(tmp, path)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    fields: list[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+# Lightning's CSVLogger deletes an existing metrics.csv when it opens a run directory,
+# so on --resume the earlier epochs' rows are parked in metrics.resume.csv (kill-safe:
+# a second resume folds the interrupted attempt's rows in too) and merged back after fit.
+def _park_metrics(run_dir: Path) -> None:
+    parked = run_dir / "metrics.resume.csv"
+    rows = _read_rows(parked) + _read_rows(run_dir / "metrics.csv")
+    if rows:
+        _write_rows(parked, rows)
+
+
+def _unpark_metrics(run_dir: Path) -> None:
+    parked = run_dir / "metrics.resume.csv"
+    if parked.is_file():
+        _write_rows(run_dir / "metrics.csv", _read_rows(parked) + _read_rows(run_dir / "metrics.csv"))
+        parked.unlink()
 
 
 def _accelerator(device: str) -> str:
@@ -155,6 +192,8 @@ def train(
             yaml.safe_dump({"recipe": recipe.to_dict(), "data": str(data), "device": device,
                             "devices": devices}, sort_keys=False)
         )
+        if resume:
+            _park_metrics(run_dir)
     os.environ[_RUN_DIR_ENV] = str(run_dir)
 
     L.seed_everything(recipe.seed, workers=True, verbose=False)
@@ -177,13 +216,17 @@ def train(
     module = build_module(recipe, labels, train_ds.targets)
     if recipe.init_checkpoint:
         _init_from(module, recipe.init_checkpoint)
+    freeze_cb = None
     if recipe.freeze:
         from ferkit.training.freezing import apply_freeze
 
-        apply_freeze(module.model, recipe.freeze)
+        freeze_cb = apply_freeze(module.model, recipe.freeze)  # a callback for progressive unfreezing
 
     nw = recipe.num_workers
-    train_dl = DataLoader(train_ds, batch_size=recipe.batch_size, shuffle=True, drop_last=len(train_ds) > recipe.batch_size,
+    # drop_last avoids a final 1-sample batch (BatchNorm fails on it); only when every
+    # process still gets several full batches, else tiny datasets would train on nothing.
+    drop_last = len(train_ds) >= 4 * recipe.batch_size * devices
+    train_dl = DataLoader(train_ds, batch_size=recipe.batch_size, shuffle=True, drop_last=drop_last,
                           num_workers=nw, persistent_workers=nw > 0, pin_memory=accelerator == "gpu")
     val_dl = DataLoader(val_ds, batch_size=max(256, recipe.batch_size), shuffle=False, num_workers=nw,
                         persistent_workers=nw > 0, pin_memory=accelerator == "gpu")
@@ -194,6 +237,8 @@ def train(
                         enable_version_counter=False),
         LearningRateMonitor(logging_interval="epoch"),
     ]
+    if freeze_cb is not None:
+        callbacks.append(freeze_cb)
     if recipe.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=recipe.early_stopping_patience))
     trainer = L.Trainer(
@@ -217,6 +262,7 @@ def train(
     trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
     wall = time.time() - t0
     if trainer.is_global_zero:
+        _unpark_metrics(run_dir)
         finish_run(run_dir, val_ds, labels, wall, trainer.current_epoch, accelerator, progress)
     return run_dir
 
