@@ -104,7 +104,7 @@ def test_atomic_checkpoint_keeps_old_file_on_failure(tmp_path, monkeypatch):
     [
         (["train", "boulis-baseline", "--data", "/no/such/path"], "no such file"),
         (["train", "no-such-recipe", "--data", "."], "unknown recipe"),
-        (["evaluate", "/no/such.ckpt", "--data", "."], "no such checkpoint"),
+        (["evaluate", "/no/such.ckpt", "--data", "."], "no such model file"),
         (["train", "--resume", "/tmp"], "not a run directory"),
         (["train", "boulis-baseline", "--data", ".", "--set", "nonsense"], "key=value"),
     ],
@@ -174,3 +174,23 @@ def test_ddp_two_processes_cpu(tmp_path):
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1, runs
     assert (runs[0] / "best.ckpt").is_file() and (runs[0] / "summary.json").is_file()
+
+
+def test_failed_train_leaves_no_run_directory(tmp_path):
+    """A wrong or empty data path is a usage error that writes nothing under --out."""
+    (tmp_path / "empty").mkdir()
+    for data in (tmp_path / "nope", tmp_path / "empty"):
+        assert main(["train", "boulis-baseline", "--data", str(data), "--out", str(tmp_path / "runs"),
+                     *FAST]) == 2
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_two_trainings_in_one_process_get_two_run_directories(tmp_path):
+    """Regression: the DDP run-dir hand-over variable must not leak into the next train()."""
+    data = write_class_tree(tmp_path / "data", n=4)
+    for _ in range(2):
+        assert main(["train", "boulis-baseline", "--data", str(data), "--out", str(tmp_path / "runs"),
+                     "--epochs", "1", "--limit-batches", "2", *FAST]) == 0
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and all((r / "best.ckpt").is_file() for r in runs)
+    assert "FERKIT_RUN_DIR" not in os.environ

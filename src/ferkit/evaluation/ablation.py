@@ -45,9 +45,19 @@ def column_name(ckpt, taken: set[str]) -> str:
     return name
 
 
-def evaluate_model(ref, data, split: str = "test", dataset: str | None = None, *, batch_size: int = 256,
-                   device: str = "cpu", tta: int = 0, val_fraction: float | None = None, progress: bool = True,
-                   source_options: dict | None = None) -> tuple[dict, FerDataset]:
+def evaluate_model(
+    ref,
+    data,
+    split: str = "test",
+    dataset: str | None = None,
+    *,
+    batch_size: int = 256,
+    device: str = "cpu",
+    tta: int = 0,
+    val_fraction: float | None = None,
+    progress: bool = True,
+    source_options: dict | None = None,
+) -> tuple[dict, FerDataset]:
     """Evaluate one checkpoint (or ensemble file) on a split; returns (report, dataset)."""
     from ferkit.evaluation.ensemble import Ensemble, make_tta
     from ferkit.evaluation.evaluate import load_model_any
@@ -55,18 +65,29 @@ def evaluate_model(ref, data, split: str = "test", dataset: str | None = None, *
     model, spec = load_model_any(str(ref))
     cfg_recipe = run_config(ref)
     vf = val_fraction if val_fraction is not None else cfg_recipe.get("val_fraction", 0.1)
-    opts = dict(cfg_recipe.get("source_options") or {}) if source_options is None else dict(source_options)
+    opts = (
+        dict(cfg_recipe.get("source_options") or {})
+        if source_options is None
+        else dict(source_options)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # notes/warnings of indexing were shown when training
-        idx = load_index(data, split, dataset or cfg_recipe.get("dataset"), val_fraction=vf,
-                         seed=cfg_recipe.get("seed", 0), **opts)
+        idx = load_index(
+            data,
+            split,
+            dataset or cfg_recipe.get("dataset"),
+            val_fraction=vf,
+            seed=cfg_recipe.get("seed", 0),
+            **opts,
+        )
     cfg = spec["input_config"]
     ds = FerDataset(idx, cfg.size, cfg.channels, spec["labels"], progress=progress)
     if isinstance(model, Ensemble):
         logp, y = model.predict_logits(ds, batch_size, device, tta_copies=tta, progress=progress)
     else:
-        logp, y = predict_logits(model, ds, batch_size, device, tta=make_tta(tta) if tta else None,
-                                 progress=progress)
+        logp, y = predict_logits(
+            model, ds, batch_size, device, tta=make_tta(tta) if tta else None, progress=progress
+        )
     rep = classification_report(logp, y, spec["labels"])
     rep["logp"], rep["targets"] = logp, y
     return rep, ds
@@ -96,21 +117,36 @@ def misclassification_table(reports: dict[str, dict]) -> str:
 
     for lab in labels:
         vals = [reports[n]["per_class"][lab]["misclassification"] for n in names]
-        row = f"{lab:<13}{reports[names[0]]['per_class'][lab]['n']:>6} " + "".join(f"{pct(v):>{w}}" for v in vals)
+        row = f"{lab:<13}{reports[names[0]]['per_class'][lab]['n']:>6} " + "".join(
+            f"{pct(v):>{w}}" for v in vals
+        )
         for v in vals[1:]:
             d = f"{100 * (v - vals[0]):+.1f}" if v is not None and vals[0] is not None else "-"
             row += f"{d:>9}"
         lines.append(row)
-    for key, title in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced acc"), ("macro_f1", "macro-F1")):
+    for key, title in (
+        ("accuracy", "accuracy"),
+        ("balanced_accuracy", "balanced acc"),
+        ("macro_f1", "macro-F1"),
+    ):
         vals = [reports[n][key] for n in names]
-        row = f"{title:<13}{reports[names[0]]['n']:>6} " + "".join(f"{100 * v:>{w - 1}.2f}%" for v in vals)
+        row = f"{title:<13}{reports[names[0]]['n']:>6} " + "".join(
+            f"{100 * v:>{w - 1}.2f}%" for v in vals
+        )
         row += "".join(f"{100 * (v - vals[0]):>+9.2f}" for v in vals[1:])
         lines.append(row)
     return "\n".join(lines)
 
 
-def compare(checkpoints, data, split: str = "test", dataset: str | None = None, *, video_level: bool = False,
-            **kw) -> dict:
+def compare(
+    checkpoints,
+    data,
+    split: str = "test",
+    dataset: str | None = None,
+    *,
+    video_level: bool = False,
+    **kw,
+) -> dict:
     """Evaluate several checkpoints on one split; returns reports by column name (+ the table)."""
     taken: set[str] = set()
     reports, videos = {}, {}
@@ -121,9 +157,16 @@ def compare(checkpoints, data, split: str = "test", dataset: str | None = None, 
             from ferkit.data.ravdess import video_ids
             from ferkit.evaluation.video import video_level_report
 
-            videos[name] = video_level_report(rep["logp"], rep["targets"], video_ids(ds.items), rep["labels"])
+            videos[name] = video_level_report(
+                rep["logp"], rep["targets"], video_ids(ds.items), rep["labels"]
+            )
         reports[name] = rep
-    out = {"split": split, "data": str(data), "reports": reports, "table": misclassification_table(reports)}
+    out = {
+        "split": split,
+        "data": str(data),
+        "reports": reports,
+        "table": misclassification_table(reports),
+    }
     if video_level:
         out["video"] = videos
     return out

@@ -49,7 +49,9 @@ class TTA:
         if k < 0:
             raise FerkitError(f"--tta must be >= 0 (got {k})")
         if preset not in PRESETS:
-            raise FerkitError(f"unknown augmentation preset {preset!r}; choose from {', '.join(PRESETS)}")
+            raise FerkitError(
+                f"unknown augmentation preset {preset!r}; choose from {', '.join(PRESETS)}"
+            )
         self.k, self.seed = int(k), int(seed)
         self.augment = BatchAugment(**PRESETS[preset])
 
@@ -85,26 +87,37 @@ class Ensemble(nn.Module):
             whose constructor took non-default arguments), as ``load_checkpoint`` returns.
     """
 
-    def __init__(self, models: Sequence[nn.Module], labels: Sequence[str], weights=None, specs=None):
+    def __init__(
+        self, models: Sequence[nn.Module], labels: Sequence[str], weights=None, specs=None
+    ):
         super().__init__()
         if not models:
             raise FerkitError("an ensemble needs at least one model")
         self.members = nn.ModuleList(models)
         self.labels = list(labels)
-        w = torch.ones(len(models)) if weights is None else torch.tensor([float(v) for v in weights])
+        w = (
+            torch.ones(len(models))
+            if weights is None
+            else torch.tensor([float(v) for v in weights])
+        )
         if len(w) != len(models) or (w < 0).any() or w.sum() <= 0:
-            raise FerkitError(f"ensemble weights: need {len(models)} non-negative values, got {list(weights)}")
+            raise FerkitError(
+                f"ensemble weights: need {len(models)} non-negative values, got {list(weights)}"
+            )
         self.register_buffer("weights", w / w.sum())
         self.specs = [dict(s) for s in specs] if specs else [{} for _ in models]
         for m in models:
             if not hasattr(m, "input_config"):
-                raise FerkitError("ensemble members must come from create_model/load_checkpoint (no input_config)")
+                raise FerkitError(
+                    "ensemble members must come from create_model/load_checkpoint (no input_config)"
+                )
         # The ensemble's own "input": [0, 1] pixels (identity normalisation) at the largest
         # member size and channel count; each member then prepares its own input from it.
         self.input_config = InputConfig(
             size=max(m.input_config.size for m in models),
             channels=max(m.input_config.channels for m in models),
-            mean=(0.0,), std=(1.0,),
+            mean=(0.0,),
+            std=(1.0,),
         )
         self.model_name = "ensemble"
 
@@ -124,8 +137,15 @@ class Ensemble(nn.Module):
         return torch.log(self.predict_proba(x01).clamp_min(1e-12))
 
     @torch.inference_mode()
-    def predict_logits(self, dataset, batch_size: int = 256, device="cpu", tta_copies: int = 0,
-                       progress: bool = True, input_transform=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_logits(
+        self,
+        dataset,
+        batch_size: int = 256,
+        device="cpu",
+        tta_copies: int = 0,
+        progress: bool = True,
+        input_transform=None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Like :func:`ferkit.evaluation.metrics.predict_logits`: (log-probs (N, K), targets (N,)).
 
         ``tta_copies`` > 0 applies flip + that many augmented copies to every member
@@ -138,7 +158,9 @@ class Ensemble(nn.Module):
         tta = make_tta(tta_copies) if tta_copies else None
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
         outs, targets = [], []
-        for x, y in tqdm(loader, desc=f"ensemble of {len(self)}", disable=not progress, unit="batch", leave=False):
+        for x, y in tqdm(
+            loader, desc=f"ensemble of {len(self)}", disable=not progress, unit="batch", leave=False
+        ):
             x = x.to(device).float().div_(255.0)
             if input_transform is not None:
                 x = input_transform(x)
@@ -151,17 +173,29 @@ class Ensemble(nn.Module):
         members = []
         for m, spec in zip(self.members, self.specs):
             if not hasattr(m, "model_name"):
-                raise FerkitError("ensemble members need .model_name (build them with create_model)")
-            members.append({
-                "model": m.model_name,
-                "num_classes": len(self.labels),
-                "model_kwargs": {k: v for k, v in (spec.get("model_kwargs") or {}).items() if not _init_only(k)},
-                "input_config": m.input_config.to_dict(),
-                "source": spec.get("path"),
-                "state_dict": {k: v.detach().cpu() for k, v in m.state_dict().items()},
-            })
-        out = {"format": ENSEMBLE_FORMAT, "labels": self.labels, "weights": self.weights.tolist(),
-               "members": members}
+                raise FerkitError(
+                    "ensemble members need .model_name (build them with create_model)"
+                )
+            members.append(
+                {
+                    "model": m.model_name,
+                    "num_classes": len(self.labels),
+                    "model_kwargs": {
+                        k: v
+                        for k, v in (spec.get("model_kwargs") or {}).items()
+                        if not _init_only(k)
+                    },
+                    "input_config": m.input_config.to_dict(),
+                    "source": spec.get("path"),
+                    "state_dict": {k: v.detach().cpu() for k, v in m.state_dict().items()},
+                }
+            )
+        out = {
+            "format": ENSEMBLE_FORMAT,
+            "labels": self.labels,
+            "weights": self.weights.tolist(),
+            "members": members,
+        }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -191,8 +225,10 @@ class Ensemble(nn.Module):
             if labels is None:
                 labels = list(spec["labels"])
             elif list(spec["labels"]) != labels:
-                raise FerkitError(f"{spec.get('path', '?')}: labels {list(spec['labels'])} differ from {labels}; "
-                                  "ensemble members must share one label set")
+                raise FerkitError(
+                    f"{spec.get('path', '?')}: labels {list(spec['labels'])} differ from {labels}; "
+                    "ensemble members must share one label set"
+                )
             for mm, sp, ww in parts:
                 models.append(mm)
                 specs.append(sp)
@@ -220,21 +256,40 @@ def load_ensemble(path, map_location="cpu") -> Ensemble:
     models, specs = [], []
     for i, mem in enumerate(ck["members"]):
         cfg = InputConfig.from_dict(mem["input_config"])
-        m = create_model(mem["model"], num_classes=mem["num_classes"], in_chans=cfg.channels,
-                         input_size=cfg.size, **mem.get("model_kwargs", {}))
+        m = create_model(
+            mem["model"],
+            num_classes=mem["num_classes"],
+            in_chans=cfg.channels,
+            input_size=cfg.size,
+            **mem.get("model_kwargs", {}),
+        )
         m.input_config = cfg
         missing, unexpected = m.load_state_dict(mem["state_dict"], strict=False)
         if missing or unexpected:
-            raise FerkitError(f"{path}: member {i} ({mem['model']}) weights do not fit "
-                              f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+            raise FerkitError(
+                f"{path}: member {i} ({mem['model']}) weights do not fit "
+                f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+            )
         models.append(m.eval())
-        specs.append({"model": mem["model"], "model_kwargs": mem.get("model_kwargs", {}), "path": mem.get("source")})
+        specs.append(
+            {
+                "model": mem["model"],
+                "model_kwargs": mem.get("model_kwargs", {}),
+                "path": mem.get("source"),
+            }
+        )
     ens = Ensemble(models, ck["labels"], ck["weights"], specs)
     return ens.to(map_location).eval()
 
 
 def ensemble_spec(ens: Ensemble, path) -> dict:
     """A ``load_checkpoint``-style spec for an ensemble (what ``ferkit evaluate`` needs)."""
-    return {"model": "ensemble", "labels": list(ens.labels), "input_config": ens.input_config,
-            "model_kwargs": {}, "num_classes": len(ens.labels), "path": os.fspath(path),
-            "members": [s.get("model") or m.model_name for s, m in zip(ens.specs, ens.members)]}
+    return {
+        "model": "ensemble",
+        "labels": list(ens.labels),
+        "input_config": ens.input_config,
+        "model_kwargs": {},
+        "num_classes": len(ens.labels),
+        "path": os.fspath(path),
+        "members": [s.get("model") or m.model_name for s, m in zip(ens.specs, ens.members)],
+    }

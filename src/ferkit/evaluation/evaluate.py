@@ -19,11 +19,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _recipe_of(spec) -> dict:
-    hp = spec.get("hyper_parameters") or {}
-    return hp
-
-
 def evaluate_checkpoints(args) -> dict:
     """Evaluate ``args.checkpoint`` (one, or several = soft-voting ensemble) on ``args.split``."""
     device = resolve_device(args.device)
@@ -40,8 +35,7 @@ def evaluate_checkpoints(args) -> dict:
     if cfg_run and args.val_fraction is None:
         val_fraction = cfg_run["recipe"].get("val_fraction", 0.1)
         seed = cfg_run["recipe"].get("seed", 0)
-    with warnings.catch_warnings():
-        idx = load_index(args.data, args.split, args.dataset, val_fraction=val_fraction, seed=seed)
+    idx = load_index(args.data, args.split, args.dataset, val_fraction=val_fraction, seed=seed)
     for note in idx.notes:
         warnings.warn(note, stacklevel=2)
     if len(loaded) == 1 and spec_kind(loaded[0][1]) != "ensemble":

@@ -110,13 +110,13 @@ def markdown_table(rep: dict) -> str:
         "",
         head,
         "|" + "---|" * (len(sevs) + 3),
-        f"| clean | " + " | ".join(f"{100 * rep['clean']:.2f}" for _ in sevs) + f" | {100 * rep['clean']:.2f} | - |",
+        "| clean | " + " | ".join(f"{100 * rep['clean']:.2f}" for _ in sevs) + f" | {100 * rep['clean']:.2f} | - |",
     ]
     for n, v in rep["results"].items():
         m = rep["per_distortion"][n]
         row = " | ".join(f"{100 * v[s]:.2f}" for s in sevs)
         lines.append(f"| {n} | {row} | {100 * m:.2f} | {100 * (rep['clean'] - m):.2f} |")
-    lines.append(f"| **mean corruption** | " + " | ".join(
+    lines.append("| **mean corruption** | " + " | ".join(
         f"{100 * np.mean([v[s] for v in rep['results'].values()]):.2f}" for s in sevs
     ) + f" | **{100 * rep['mean_corruption_accuracy']:.2f}** | **{100 * rep['drop']:.2f}** |")
     return "\n".join(lines) + "\n"

@@ -26,8 +26,10 @@ def aggregate_videos(logp: torch.Tensor, targets: torch.Tensor, video_ids: Seque
         A video's target is its frames' (single) label; mixed labels raise.
     """
     if len(video_ids) != len(targets) or len(logp) != len(targets):
-        raise FerkitError(f"video_ids ({len(video_ids)}), logp ({len(logp)}) and targets ({len(targets)}) "
-                          "must have one entry per frame")
+        raise FerkitError(
+            f"video_ids ({len(video_ids)}), logp ({len(logp)}) and targets ({len(targets)}) "
+            "must have one entry per frame"
+        )
     rows = defaultdict(list)
     for i, v in enumerate(video_ids):
         rows[v].append(i)
@@ -44,8 +46,9 @@ def aggregate_videos(logp: torch.Tensor, targets: torch.Tensor, video_ids: Seque
     return torch.log(p.clamp_min(1e-12)), torch.tensor(out_t, dtype=torch.long), names
 
 
-def video_level_report(logp: torch.Tensor, targets: torch.Tensor, video_ids: Sequence[str],
-                       labels: Sequence[str]) -> dict:
+def video_level_report(
+    logp: torch.Tensor, targets: torch.Tensor, video_ids: Sequence[str], labels: Sequence[str]
+) -> dict:
     """Frame- and video-level classification reports.
 
     Args:
@@ -68,12 +71,14 @@ def video_level_report(logp: torch.Tensor, targets: torch.Tensor, video_ids: Seq
         "video": video,
         "frame_accuracy": frame["accuracy"],
         "video_accuracy": video["accuracy"],
-        "n_frames": int(len(targets)),
+        "n_frames": len(targets),
         "n_videos": len(names),
         "videos": {v: labels[p] for v, p in zip(names, pred)},
     }
 
 
 def format_video_report(rep: dict) -> str:
-    return (f"frames: n={rep['n_frames']} accuracy={rep['frame_accuracy']:.4f}   "
-            f"videos (mean frame probability): n={rep['n_videos']} accuracy={rep['video_accuracy']:.4f}")
+    return (
+        f"frames: n={rep['n_frames']} accuracy={rep['frame_accuracy']:.4f}   "
+        f"videos (mean frame probability): n={rep['n_videos']} accuracy={rep['video_accuracy']:.4f}"
+    )

@@ -41,6 +41,7 @@ class FerLitModule(L.LightningModule):
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
         task: str = "classify",
+        channels_last: bool = False,
         input_config: dict | None = None,  # filled in from the model, saved for loading
     ):
         super().__init__()
@@ -57,11 +58,18 @@ class FerLitModule(L.LightningModule):
         self.register_buffer(
             "class_w", torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         )
-        self.train_acc = MulticlassAccuracy(num_classes)
-        self.val_acc = MulticlassAccuracy(num_classes)
+        # torchmetrics averages per class ("macro") by default; *_acc is plain accuracy
+        # (what evaluate reports), and the class-balanced figure is logged beside it.
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_bal_acc = MulticlassAccuracy(num_classes, average="macro")
 
     def forward(self, x):
         return self.model(x)
+
+    def on_fit_start(self):
+        if self.hparams.channels_last:
+            self.model.to(memory_format=torch.channels_last)
 
     # Augmentation and preprocessing run on whole batches on the training device.
     def on_after_batch_transfer(self, batch, dataloader_idx):
@@ -72,7 +80,10 @@ class FerLitModule(L.LightningModule):
                 x = self.augment(x)
             if self.distort is not None:
                 x = self.distort(x)
-        return prepare_batch(x, self.cfg), y
+        x = prepare_batch(x, self.cfg)
+        if self.hparams.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
 
     def _step(self, batch, stage: str):
         x, y = batch
@@ -87,6 +98,9 @@ class FerLitModule(L.LightningModule):
             acc = self.train_acc if stage == "train" else self.val_acc
             acc(logits.detach(), y)
             self.log(f"{stage}_acc", acc, on_epoch=True, on_step=False, prog_bar=True, batch_size=len(y))
+            if stage == "val":
+                self.val_bal_acc(logits.detach(), y)
+                self.log("val_bal_acc", self.val_bal_acc, on_epoch=True, on_step=False, batch_size=len(y))
         return loss
 
     def training_step(self, batch, batch_idx):

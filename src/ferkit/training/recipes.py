@@ -49,7 +49,8 @@ class Recipe:
     group_val: bool = False  # carve val by subject/actor when the source has groups
     seed: int = 0
     num_workers: int = 0
-    precision: str = "auto"  # auto = bf16-mixed on CUDA, 32-true on CPU
+    precision: str = "auto"  # auto = bf16-mixed on CUDA and on CPUs with AMX/AVX512-BF16, else 32-true
+    channels_last: bool = True  # NHWC memory format: faster convolutions on CPU (oneDNN) and GPU
     init_checkpoint: str | None = None  # initialise the backbone from this checkpoint
     freeze: dict = field(default_factory=dict)  # freezing policy, see ferkit.training.freezing
     task: str = "classify"  # classify | reconstruct (autoencoders)

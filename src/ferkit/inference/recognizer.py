@@ -1,0 +1,316 @@
+"""The public prediction API: find faces in images and recognise their expressions.
+
+::
+
+    from ferkit import Recognizer
+
+    rec = Recognizer.from_pretrained("default")          # or a checkpoint / .onnx path
+    for face in rec.predict("photo.jpg"):
+        print(face.box, face.label, face.confidence)
+
+Image inputs: a file path, a ``PIL.Image``, encoded bytes (JPEG/PNG/...), or a
+numpy uint8 array (H, W[, C]). **Numpy arrays are taken as RGB** (the
+convention of PIL, matplotlib, scikit-image and torchvision); pass
+``color="bgr"`` for frames read by OpenCV (``cv2.imread``, ``VideoCapture``).
+
+Nothing is loaded when this module is imported; weights are read by
+:meth:`Recognizer.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ferkit.errors import FerkitError
+from ferkit.inference.faces import FER_MARGIN, Box, crop_face, get_detector
+
+#: Faces per forward pass; bigger batches gain little on CPU and cost memory.
+MAX_BATCH = 1024
+
+
+@dataclass
+class Face:
+    """One detected face and its expression.
+
+    Attributes:
+        box: (x, y, w, h) in pixels of the input image.
+        label: the most probable emotion.
+        confidence: its probability.
+        scores: probability of every emotion the model knows.
+        track_id: stable id across video frames (None for still images).
+    """
+
+    box: tuple[int, int, int, int]
+    label: str
+    confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+    track_id: int | None = None
+
+    def to_dict(self) -> dict:
+        d = {
+            "box": [int(v) for v in self.box],
+            "label": self.label,
+            "confidence": round(float(self.confidence), 6),
+            "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
+        }
+        if self.track_id is not None:
+            d["track_id"] = self.track_id
+        return d
+
+
+class Recognizer:
+    """Face detector + expression classifier, with a torch or onnxruntime backend.
+
+    Build it with :meth:`from_pretrained`. Attributes: ``labels``,
+    ``model_name``, ``version``, ``input_config``, ``backend``, ``detector``.
+    """
+
+    def __init__(
+        self,
+        *,
+        labels: Sequence[str],
+        input_config,
+        model_name: str,
+        version: str,
+        model=None,
+        session=None,
+        detector="default",
+        device: str = "cpu",
+        margin: float = FER_MARGIN,
+    ):
+        if (model is None) == (session is None):
+            raise ValueError("give exactly one of model (torch) or session (onnxruntime)")
+        self.labels = list(labels)
+        self.input_config = input_config
+        self.model_name = model_name
+        self.version = version
+        self.backend = "torch" if model is not None else "onnx"
+        self.device = device
+        self.margin = margin
+        self.detector = get_detector(detector)
+        self._model, self._session = model, session
+        cfg = input_config
+        self._mean = np.asarray(cfg.mean, np.float32).reshape(1, -1, 1, 1)
+        self._std = np.asarray(cfg.std, np.float32).reshape(1, -1, 1, 1)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike = "default",
+        *,
+        backend: str = "torch",
+        detector="default",
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> Recognizer:
+        """Load the shipped model ("default") or a checkpoint / ``.onnx`` file.
+
+        Args:
+            name_or_path: "default", a ``best.ckpt``, a slim ``.pt``, an exported
+                ``.onnx`` file, or a ``ferkit train`` run folder.
+            backend: "torch" or "onnx" (onnxruntime; a torch checkpoint is
+                converted in memory).
+            detector: face detector name ("default", "haar", "mtcnn", "none", ...).
+            device: torch device ("cpu", "cuda", "auto"); the onnx backend runs on CPU.
+            threads: onnxruntime intra-op threads (default 2).
+
+        Raises:
+            FerkitError: missing or unreadable model, unknown backend/detector.
+        """
+        from ferkit.inference.pretrained import model_version, resolve_pretrained
+        from ferkit.models.registry import InputConfig
+
+        backend = backend.lower()
+        if backend not in ("torch", "onnx"):
+            raise FerkitError(f"unknown backend {backend!r}; choose torch or onnx")
+        path = resolve_pretrained(name_or_path)
+        if path.suffix.lower() == ".onnx":
+            if backend != "onnx":
+                raise FerkitError(f"{path}: an ONNX file needs backend='onnx' (--backend onnx)")
+            from ferkit.inference.export import onnx_session
+
+            sess, meta = onnx_session(path, threads=threads or 2)
+            return cls(
+                labels=meta["labels"],
+                input_config=InputConfig.from_dict(meta["input_config"]),
+                model_name=meta["model"],
+                version=meta["version"] or meta["model"],
+                session=sess,
+                detector=detector,
+            )
+        from ferkit.models.checkpoint import load_checkpoint
+
+        model, spec = load_checkpoint(path)
+        version = model_version(spec, path)
+        common = dict(
+            labels=spec["labels"],
+            input_config=model.input_config,
+            model_name=spec["model"],
+            version=version,
+            detector=detector,
+        )
+        if backend == "onnx":
+            from ferkit.inference.export import onnx_bytes, onnx_session
+
+            sess, _ = onnx_session(
+                onnx_bytes(model, {**spec, "version": version}), threads=threads or 2
+            )
+            return cls(session=sess, **common)
+        device = _pick_device(device)
+        return cls(model=model.to(device).eval(), device=device, **common)
+
+    # --------------------------------------------------------------- inference
+    def predict(self, image, *, color: str = "rgb") -> list[Face]:
+        """Faces in one image, largest first; ``[]`` when there is none.
+
+        Args:
+            image: path, PIL image, encoded bytes, or numpy array (RGB unless ``color="bgr"``).
+            color: "rgb" or "bgr"; only used for 3-channel numpy arrays.
+
+        Raises:
+            ferkit.data.images.ImageDecodeError: unreadable, corrupt or too large image.
+        """
+        return self.predict_batch([image], color=color)[0]
+
+    def predict_batch(self, images: Iterable, *, color: str = "rgb") -> list[list[Face]]:
+        """Faces of several images; all faces of all images go through the model together.
+
+        Faces are classified in forward passes of up to :data:`MAX_BATCH` faces
+        (one pass for any ordinary batch). A bad image raises; decode images
+        yourself with :func:`load_image` to skip bad ones.
+        """
+        arrays = [self.load_image(im, color=color) for im in images]
+        return self.predict_arrays(arrays)
+
+    def predict_arrays(
+        self, arrays: Sequence[np.ndarray], boxes: Sequence[Sequence[Box]] | None = None
+    ) -> list[list[Face]]:
+        """Detect (unless ``boxes`` are given) and classify decoded uint8 RGB/gray arrays."""
+        if boxes is None:
+            boxes = [self.detector.detect(a) for a in arrays]
+        crops, owner = [], []
+        for i, (arr, bxs) in enumerate(zip(arrays, boxes)):
+            for b in bxs:
+                crops.append(crop_face(arr, b, self.input_config, margin=self.margin))
+                owner.append((i, tuple(int(v) for v in b)))
+        out: list[list[Face]] = [[] for _ in arrays]
+        if not crops:
+            return out
+        probs = self.classify_faces(crops)
+        for (i, box), p in zip(owner, probs):
+            out[i].append(self._face(box, p))
+        return out
+
+    def classify_faces(self, crops) -> np.ndarray:
+        """Class probabilities (N, num_classes) for pre-cropped faces.
+
+        Args:
+            crops: uint8 arrays (H, W[, C]) or one (N, H, W[, C]) array; they are
+                converted to the model's channels and size if needed.
+        """
+        batch = self._to_batch(crops)
+        probs = [self._forward(batch[i : i + MAX_BATCH]) for i in range(0, len(batch), MAX_BATCH)]
+        return np.concatenate(probs) if probs else np.zeros((0, len(self.labels)), np.float32)
+
+    def scores_to_face(self, box: Box, probs: np.ndarray, track_id: int | None = None) -> Face:
+        """A :class:`Face` from a probability vector (used by video smoothing)."""
+        return self._face(box, probs, track_id)
+
+    # ----------------------------------------------------------------- helpers
+    @staticmethod
+    def load_image(image, *, color: str = "rgb") -> np.ndarray:
+        """Any supported input -> uint8 (H, W, C) RGB or gray array."""
+        from ferkit.data.images import decode_image
+
+        if isinstance(image, (str, os.PathLike)) and not Path(image).exists():
+            raise FerkitError(f"{image}: no such file")
+        if isinstance(image, np.ndarray):
+            if color.lower() not in ("rgb", "bgr"):
+                raise FerkitError(f"color must be 'rgb' or 'bgr', not {color!r}")
+            if image.ndim == 3 and image.shape[2] in (3, 4) and color.lower() == "bgr":
+                image = image[:, :, 2::-1]  # BGR(A) -> RGB, alpha dropped
+        elif not isinstance(
+            image, (str, os.PathLike, bytes, bytearray, memoryview)
+        ) and not _is_pil(image):
+            raise FerkitError(
+                f"unsupported image input {type(image).__name__}: use a path, bytes, "
+                "a PIL image or a numpy array"
+            )
+        return decode_image(image)
+
+    def _to_batch(self, crops) -> np.ndarray:
+        from ferkit.data.images import convert_channels, resize_square
+
+        cfg = self.input_config
+        if (
+            isinstance(crops, np.ndarray)
+            and crops.ndim in (3, 4)
+            and crops.dtype == np.uint8
+            and (crops.shape[1:3] == (cfg.size, cfg.size))
+        ):
+            arr = crops if crops.ndim == 4 else crops[..., None]
+        else:
+            fixed = []
+            for c in crops:
+                c = np.asarray(c)
+                c = c[:, :, None] if c.ndim == 2 else c[:, :, :3]
+                fixed.append(
+                    resize_square(convert_channels(c.astype(np.uint8), cfg.channels), cfg.size)
+                )
+            if not fixed:
+                return np.zeros((0, cfg.channels, cfg.size, cfg.size), np.float32)
+            arr = np.stack(fixed)
+        if arr.shape[3] != cfg.channels:
+            arr = np.stack([convert_channels(a, cfg.channels) for a in arr])
+        # Same arithmetic as ferkit.data.transforms.prepare_batch: /255, then (x - mean) / std.
+        x = arr.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        return np.ascontiguousarray((x - self._mean) / self._std)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        if self._session is not None:
+            from ferkit.inference.export import softmax
+
+            return softmax(self._session.run(None, {"input": x})[0])
+        import torch
+
+        with torch.inference_mode():
+            logits = self._model(torch.from_numpy(x).to(self.device))
+            return torch.softmax(logits.float(), 1).cpu().numpy()
+
+    def _face(self, box, probs: np.ndarray, track_id: int | None = None) -> Face:
+        k = int(np.argmax(probs))
+        return Face(
+            box=tuple(int(v) for v in box),
+            label=self.labels[k],
+            confidence=float(probs[k]),
+            scores={lab: float(p) for lab, p in zip(self.labels, probs)},
+            track_id=track_id,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Recognizer(model={self.model_name!r}, version={self.version!r}, backend={self.backend!r}, "
+            f"detector={self.detector.name!r}, labels={self.labels})"
+        )
+
+
+def _is_pil(obj) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        return False
+    return isinstance(obj, Image.Image)
+
+
+def _pick_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device

