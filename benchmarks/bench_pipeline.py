@@ -6,7 +6,8 @@ Prints, for FER2013 train (or a synthetic stand-in when ../shared is absent):
   augmentation (rotation 0-20 deg + horizontal flip, in the workers via the collate
   function) and the model's preprocessing;
 * the same with augmentation on the consuming process (how training runs it);
-* baseline training images/s (boulis-baseline forward + backward + Adam, batch 64);
+* baseline training images/s (boulis-baseline forward + backward + Adam, batch 64), in fp32
+  and as ``ferkit train`` runs it on CPUs with AVX512-BF16/AMX (bf16 autocast, channels-last);
 * the ratio pipeline / training (target: >= 3x, so data never starves the model);
 * one full training epoch's projected time on this machine.
 
@@ -65,6 +66,31 @@ def time_loader(loader, batches, consume=None) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def time_training(model, steps: int, bf16: bool) -> float:
+    """images/s of fwd + bwd + Adam at batch 64 (after 3 warm-up steps)."""
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x = torch.randn(64, 1, 48, 48)
+    y = torch.randint(0, 7, (64,))
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    model.train()
+
+    def step():
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * 64 / (time.perf_counter() - t0)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     default = Path(__file__).resolve().parents[1].parent / "shared/datasets/fer2013"
@@ -92,22 +118,19 @@ def main():
     pipe_main = time_loader(dl2, args.batches, consume=lambda x: prepare_batch(aug(x.float() / 255), cfg))
     print(f"pipeline, Li augmentation on the batch (main process): {pipe_main:9.0f} images/s")
 
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    x = torch.randn(64, 1, 48, 48)
-    y = torch.randint(0, 7, (64,))
-    model.train()
-    for _ in range(3):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
     steps = max(10, args.batches // 3)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    train_ips = steps * 64 / (time.perf_counter() - t0)
-    print(f"boulis-baseline training (fwd+bwd+Adam, batch 64):      {train_ips:9.0f} images/s")
+    train_fp32 = time_training(create_model("boulis-baseline"), steps, bf16=False)
+    print(f"boulis-baseline training fp32 (fwd+bwd+Adam, batch 64): {train_fp32:9.0f} images/s")
+    # What `ferkit train` actually runs on this machine (training.train._precision).
+    from ferkit.training.train import _cpu_fast_bf16
+
+    if _cpu_fast_bf16():
+        train_ips = time_training(create_model("boulis-baseline"), steps, bf16=True)
+        print(f"boulis-baseline training bf16 autocast + channels-last:  {train_ips:9.0f} images/s "
+              f"({train_ips / train_fp32:.2f}x fp32; what ferkit train uses on this CPU)")
+    else:
+        train_ips = train_fp32
+        print("this CPU has no AMX/AVX512-BF16: ferkit train runs fp32 here")
     print(f"ratio pipeline(workers) / training: {pipe_workers / train_ips:.1f}x   "
           f"pipeline(main) / training: {pipe_main / train_ips:.1f}x   (target >= 3x)")
     n_train = len(ds) if len(ds) > 10000 else 25837
