@@ -114,7 +114,8 @@ def main() -> None:
         raise SystemExit(f"no fixtures under {shared}/fixtures")
     configs = [
         ("haar-frontal", lambda s: HaarDetector(profile=False, max_side=s)),
-        ("haar (frontal+profile)", lambda s: HaarDetector(profile=True, max_side=s)),
+        ("haar (frontal, profile fallback)", lambda s: HaarDetector(profile="fallback", max_side=s)),
+        ("haar-full (frontal+profile)", lambda s: HaarDetector(profile=True, max_side=s)),
         ("mtcnn", lambda s: MtcnnDetector(max_side=s)),
     ]
     print(

@@ -79,6 +79,23 @@ def test_ensemble_predict_logits_matches_metrics_api(tiny_tree):
     assert logp_t.shape == logp.shape and not torch.allclose(logp_t, logp)
 
 
+def test_ensemble_tta_equals_member_tta(tiny_tree):
+    """TTA inside an ensemble is each member's TTA, averaged: a model ensembled with
+    itself scores exactly like the model alone with the same TTA (the check behind the
+    ensemble + TTA row of docs/transfer.md)."""
+    a, b = _members()
+    ds = build_dataset(tiny_tree, "test", a.input_config, progress=False)
+    single, _ = predict_logits(a, ds, batch_size=16, progress=False, tta=make_tta(3))
+    twice, _ = Ensemble([a, a], FER7).predict_logits(ds, batch_size=16, progress=False, tta_copies=3)
+    torch.testing.assert_close(twice, single, atol=1e-5, rtol=1e-4)
+    # Two different members: the mean of their own TTA probabilities.
+    pb, _ = predict_logits(b, ds, batch_size=16, progress=False, tta=make_tta(3))
+    both, _ = Ensemble([a, b], FER7, specs=_specs()).predict_logits(
+        ds, batch_size=16, progress=False, tta_copies=3
+    )
+    torch.testing.assert_close(both.exp(), (single.exp() + pb.exp()) / 2, atol=1e-5, rtol=1e-4)
+
+
 def test_saved_ensemble_reloads_identically(tmp_path):
     a, b = _members()
     ens = Ensemble([a, b], FER7, weights=[1, 2], specs=_specs())
@@ -214,3 +231,30 @@ def test_misclassification_table_side_by_side():
     assert "50.0%" in row_a and "0.0%" in row_a and "-50.0" in row_a
     acc = next(line for line in lines if line.startswith("accuracy"))
     assert "50.00%" in acc and "100.00%" in acc and "+50.00" in acc
+
+
+def test_evaluate_tta_mirror_only_and_preset(tmp_path, tiny_tree, capsys):
+    """`--tta 0` averages the image and its mirror; `--tta-preset` picks the copies' warps."""
+    from ferkit.cli import main
+
+    a, _ = _members()
+    pa = tmp_path / "a.pt"
+    spec = {"model": "boulis-baseline", "labels": list(FER7), "model_kwargs": {"width": 8, "hidden": 16}}
+    save_slim(a, spec, pa)
+    ds = build_dataset(tiny_tree, "test", a.input_config, progress=False)
+
+    def run(*extra):
+        argv = ["evaluate", str(pa), "--data", str(tiny_tree), "--json", "--no-progress", *extra]
+        assert main(argv) == 0
+        return json.loads(capsys.readouterr().out)
+
+    plain, mirror = run(), run("--tta", "0")
+    assert plain["tta"] is None and mirror["tta"] == {"copies": 0, "preset": "boulis"}
+    want, _ = predict_logits(a, ds, batch_size=256, progress=False, tta=make_tta(0))
+    ref = classification_report(want, torch.as_tensor(ds.targets), list(FER7))
+    assert mirror["loss"] == pytest.approx(ref["loss"], abs=1e-5) and mirror["loss"] != plain["loss"]
+    light = run("--tta", "2", "--tta-preset", "light")
+    boulis = run("--tta", "2")
+    assert light["tta"]["preset"] == "light" and light["loss"] != boulis["loss"]
+    assert main(["evaluate", str(pa), "--data", str(tiny_tree), "--tta", "1", "--tta-preset", "nope"]) == 2
+    assert "unknown augmentation preset" in capsys.readouterr().err

@@ -119,3 +119,24 @@ def test_mtcnn_detector_when_installed(shared_fixtures):
     boxes = detect_faces(img, "mtcnn")
     assert len(boxes) == 1
     assert iou(boxes[0], detect_faces(img, "haar")[0]) > 0.4
+
+
+def test_haar_profile_passes_run_only_when_the_frontal_cascade_misses(shared_fixtures):
+    det = HaarDetector(profile="fallback")
+    passes = []
+    run = det._run
+
+    def counting_run(cascade, gray):
+        passes.append("profile" if cascade is det._profile else "frontal")
+        return run(cascade, gray)
+
+    det._run = counting_run
+    assert len(det.detect(_kdef(shared_fixtures, "AF01ANS.JPG"))) == 1
+    assert passes == ["frontal"], "a frontal face must not pay for the two profile passes"
+    passes.clear()
+    assert len(det.detect(_kdef(shared_fixtures, "AF01SAFR.JPG"))) == 1
+    assert passes == ["frontal", "profile", "profile"], "a full profile needs the profile fallback"
+    # haar-full always runs all three passes.
+    assert get_detector("haar-full").profile is True and get_detector("haar").profile == "fallback"
+    with pytest.raises(ValueError, match="fallback"):
+        HaarDetector(profile="sometimes")

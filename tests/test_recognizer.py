@@ -94,6 +94,34 @@ def test_batch_equals_single_and_keeps_order(rec, astro):
     _same(batch[2], rec.predict(flipped))
 
 
+def test_parallel_detection_matches_serial_and_uses_worker_threads(slim, astro, monkeypatch):
+    import threading
+
+    from ferkit.inference.faces import HaarDetector
+
+    images = [astro, np.full((200, 300, 3), 127, np.uint8), np.ascontiguousarray(astro[:, ::-1])] * 2
+    serial = Recognizer.from_pretrained(slim)
+    serial.detect_threads = 1
+    parallel = Recognizer.from_pretrained(slim)
+    parallel.detect_threads = 2
+    threads = set()
+    detect = HaarDetector.detect
+
+    def spy(self, image):
+        threads.add(threading.current_thread().name)
+        return detect(self, image)
+
+    monkeypatch.setattr(HaarDetector, "detect", spy)
+    for a, b in zip(serial.predict_batch(images), parallel.predict_batch(images)):
+        _same(a, b)
+    assert any(t.startswith("ferkit-detect") for t in threads), threads
+    # A caller's own detector instance is never shared across threads.
+    own = Recognizer.from_pretrained(slim, detector=HaarDetector())
+    threads.clear()
+    own.predict_batch(images[:2])
+    assert threads == {threading.current_thread().name}
+
+
 def test_zero_face_image_is_an_empty_result(rec):
     assert rec.predict(np.zeros((64, 64, 3), np.uint8)) == []
 

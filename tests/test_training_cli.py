@@ -194,3 +194,24 @@ def test_two_trainings_in_one_process_get_two_run_directories(tmp_path):
     runs = sorted((tmp_path / "runs").iterdir())
     assert len(runs) == 2 and all((r / "best.ckpt").is_file() for r in runs)
     assert "FERKIT_RUN_DIR" not in os.environ
+
+
+def test_curves_plot_has_one_panel_per_logged_metric(tmp_path):
+    import warnings
+
+    from ferkit.evaluation.plots import plot_curves
+
+    clf = tmp_path / "clf.csv"
+    clf.write_text("epoch,step,train_loss,train_acc,val_loss,val_acc\n0,1,1.0,0.3,1.1,0.3\n1,2,0.9,0.4,1.0,0.35\n")
+    rec = tmp_path / "rec.csv"  # an autoencoder run: losses only
+    rec.write_text("epoch,step,train_loss,val_loss\n0,1,0.02,0.03\n1,2,0.01,0.02\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "No artists with labels" legend warning
+        assert plot_curves(clf, tmp_path / "clf.png") and plot_curves(rec, tmp_path / "rec.png")
+    from PIL import Image
+
+    w_clf, w_rec = Image.open(tmp_path / "clf.png").width, Image.open(tmp_path / "rec.png").width
+    assert w_rec < 0.7 * w_clf  # one panel instead of two
+    empty = tmp_path / "empty.csv"
+    empty.write_text("epoch,step,train_loss\n")
+    assert plot_curves(empty, tmp_path / "none.png") is False

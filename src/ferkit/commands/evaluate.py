@@ -24,8 +24,12 @@ def add_parser(sub):
                    help="val share carved from train (default: the checkpoint's recipe, else 0.1)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", help="folder for the report: report.json, confusion.png, per_class.png")
-    p.add_argument("--tta", type=int, default=0, metavar="K",
-                   help="test-time augmentation: average the flip + K augmented copies (default: off)")
+    p.add_argument("--tta", type=int, default=None, metavar="K",
+                   help="test-time augmentation: average the image, its mirror and K augmented copies "
+                   "(0 = mirror only; default: off)")
+    p.add_argument("--tta-preset", default="boulis", metavar="NAME",
+                   help="augmentation of the TTA copies: boulis, light, li, flip (default: boulis); "
+                   "match the model's training augmentation")
     p.add_argument("--distortion", metavar="NAME:SEVERITY",
                    help="evaluate on distorted faces, e.g. random-gray:3 (see 'ferkit robustness')")
     p.add_argument("--distortion-seed", type=int, default=0, help="seed of the distorted copy (default: 0)")

@@ -57,8 +57,10 @@ def add_parser(sub):
     p.add_argument(
         "--detector",
         default="default",
-        help="face detector: default (haar), haar, haar-frontal, mtcnn (optional extra), "
-        "or none for inputs that are already face crops",
+        help="face detector: default (haar: frontal cascade, profile cascades only when it "
+        "finds no face), haar-full (all three cascades on every image: group photos with "
+        "profile faces), haar-frontal, mtcnn (optional extra), or none for inputs that are "
+        "already face crops",
     )
     p.add_argument(
         "--format",

@@ -91,6 +91,10 @@ PRESETS = {
     "flip": dict(rotation=0, zoom=0, shift=0, hflip=True),
     "li": dict(rotation=20, zoom=0, shift=0, hflip=True),
     "boulis": dict(rotation=10, zoom=0.1, shift=0.1, hflip=True),
+    # Ours: Boulis' transforms at half the zoom and shift, for small networks that the full
+    # preset over-regularises (the 32-filter baseline stays below its validation accuracy
+    # on the training set with it, and overfits with flips alone).
+    "light": dict(rotation=10, zoom=0.05, shift=0.05, hflip=True),
 }
 
 

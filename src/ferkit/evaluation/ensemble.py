@@ -142,20 +142,22 @@ class Ensemble(nn.Module):
         dataset,
         batch_size: int = 256,
         device="cpu",
-        tta_copies: int = 0,
+        tta_copies: int | None = 0,
         progress: bool = True,
         input_transform=None,
+        tta_preset: str = "boulis",
+        tta_flip_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Like :func:`ferkit.evaluation.metrics.predict_logits`: (log-probs (N, K), targets (N,)).
 
-        ``tta_copies`` > 0 applies flip + that many augmented copies to every member
-        (0 = no TTA at all).
+        ``tta_copies`` > 0 applies flip + that many ``tta_preset`` copies to every member;
+        0 or ``None`` means no TTA, unless ``tta_flip_only`` (original + mirror only).
         """
         from torch.utils.data import DataLoader
         from tqdm.auto import tqdm
 
         self.to(device).eval()
-        tta = make_tta(tta_copies) if tta_copies else None
+        tta = make_tta(tta_copies or 0, tta_preset) if (tta_copies or tta_flip_only) else None
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
         outs, targets = [], []
         for x, y in tqdm(

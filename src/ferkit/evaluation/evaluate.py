@@ -52,13 +52,18 @@ def evaluate_checkpoints(args) -> dict:
         size = max(s["input_config"].size for _, s in loaded)
         ch = max(s["input_config"].channels for _, s in loaded)
         ds = FerDataset(idx, size, ch, labels, strict=args.strict, progress=not args.no_progress)
-        logp, y = ens.predict_logits(ds, args.batch_size, device, tta_copies=getattr(args, "tta", 0) or 0,
-                                     progress=not args.no_progress, input_transform=_distortion(args))
+        k = getattr(args, "tta", None)
+        logp, y = ens.predict_logits(ds, args.batch_size, device, tta_copies=k or 0,
+                                     progress=not args.no_progress, input_transform=_distortion(args),
+                                     tta_preset=getattr(args, "tta_preset", "boulis"),
+                                     tta_flip_only=k == 0)
     if msg := ds.report_skipped():
         print(msg, file=sys.stderr)
     rep = classification_report(logp, y, labels)
+    k = getattr(args, "tta", None)
     rep.update(split=args.split, data=str(args.data), checkpoints=list(args.checkpoint),
-               skipped=dict(ds.skipped))
+               skipped=dict(ds.skipped),
+               tta=None if k is None else {"copies": k, "preset": getattr(args, "tta_preset", "boulis")})
     return rep
 
 
@@ -99,11 +104,11 @@ def _run_config(ckpt_path) -> dict | None:
 
 def _tta(args):
     k = getattr(args, "tta", None)
-    if not k:
+    if k is None:  # --tta 0 is a real setting: the original and its mirror image only
         return None
     from ferkit.evaluation.ensemble import make_tta
 
-    return make_tta(k)
+    return make_tta(k, getattr(args, "tta_preset", "boulis"))
 
 
 def _distortion(args):

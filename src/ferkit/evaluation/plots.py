@@ -26,8 +26,11 @@ def plot_curves(metrics_csv, out_png) -> bool:
     if not by_epoch:
         return False
     epochs = sorted(by_epoch)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, what in zip(axes, ("loss", "acc")):
+    # Autoencoder runs log no accuracy: draw the loss panel alone for them.
+    logged = {k for e in epochs for k in by_epoch[e]}
+    panels = [w for w in ("loss", "acc") if {f"train_{w}", f"val_{w}"} & logged] or ["loss"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, what in zip(axes[0], panels):
         for stage in ("train", "val"):
             key = f"{stage}_{what}"
             pts = [(e + 1, by_epoch[e][key]) for e in epochs if key in by_epoch[e]]

