@@ -38,6 +38,7 @@ def evaluate_checkpoints(args) -> dict:
     idx = load_index(args.data, args.split, args.dataset, val_fraction=val_fraction, seed=seed)
     for note in idx.notes:
         warnings.warn(note, stacklevel=2)
+    tta_k = getattr(args, "tta", None)  # None: no TTA; 0: image + mirror; K: + K copies
     if len(loaded) == 1 and spec_kind(loaded[0][1]) != "ensemble":
         model, spec = loaded[0]
         cfg = spec["input_config"]
@@ -52,18 +53,16 @@ def evaluate_checkpoints(args) -> dict:
         size = max(s["input_config"].size for _, s in loaded)
         ch = max(s["input_config"].channels for _, s in loaded)
         ds = FerDataset(idx, size, ch, labels, strict=args.strict, progress=not args.no_progress)
-        k = getattr(args, "tta", None)
-        logp, y = ens.predict_logits(ds, args.batch_size, device, tta_copies=k or 0,
+        logp, y = ens.predict_logits(ds, args.batch_size, device, tta_copies=tta_k or 0,
                                      progress=not args.no_progress, input_transform=_distortion(args),
                                      tta_preset=getattr(args, "tta_preset", "boulis"),
-                                     tta_flip_only=k == 0)
+                                     tta_flip_only=tta_k == 0)
     if msg := ds.report_skipped():
         print(msg, file=sys.stderr)
     rep = classification_report(logp, y, labels)
-    k = getattr(args, "tta", None)
     rep.update(split=args.split, data=str(args.data), checkpoints=list(args.checkpoint),
                skipped=dict(ds.skipped),
-               tta=None if k is None else {"copies": k, "preset": getattr(args, "tta_preset", "boulis")})
+               tta=None if tta_k is None else {"copies": tta_k, "preset": getattr(args, "tta_preset", "boulis")})
     return rep
 
 
