@@ -4,9 +4,22 @@ Backbones stay plain ``nn.Module``s. A backbone that needs its own objective
 (autoencoders, hybrids with auxiliary losses) defines
 ``compute_loss(x, y, module) -> (loss, logits | None)``; otherwise the loss is
 (weighted) cross-entropy on the logits.
+
+Two optional regularisers for classifiers, both recipe fields:
+
+* ``mixup`` (alpha > 0): torchvision's batch MixUp; the loss is then
+  cross-entropy on the mixed soft targets.
+* ``teacher``: knowledge distillation (Hinton et al., 2015) from one or more
+  frozen trained models (checkpoints or shipped names such as ``default``).
+  The loss is ``(1 - a) * CE(student, y) + a * T^2 * KL(teacher_T || student_T)``
+  with ``a = distill_alpha`` and temperature ``T = distill_temperature``; several
+  teachers are averaged in probability space. Each teacher sees the same
+  augmented batch, preprocessed with its own declared input config.
 """
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import lightning as L
 import torch
@@ -40,6 +53,10 @@ class FerLitModule(L.LightningModule):
         distortion_augment: str | None = None,
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
+        mixup: float = 0.0,
+        teacher: str | list[str] | None = None,
+        distill_alpha: float = 0.5,
+        distill_temperature: float = 2.0,
         task: str = "classify",
         channels_last: bool = False,
         input_config: dict | None = None,  # filled in from the model, saved for loading
@@ -60,6 +77,14 @@ class FerLitModule(L.LightningModule):
         )
         # torchmetrics averages per class ("macro") by default; *_acc is plain accuracy
         # (what evaluate reports), and the class-balanced figure is logged beside it.
+        self.mixup = None
+        if mixup and mixup > 0:
+            from torchvision.transforms import v2
+
+            self.mixup = v2.MixUp(alpha=float(mixup), num_classes=num_classes)
+        # Teachers live in a plain list, not as submodules: they are neither trained,
+        # nor averaged by EMA, nor written into this module's checkpoints.
+        self._teachers = _load_teachers(teacher, self.hparams.labels)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_bal_acc = MulticlassAccuracy(num_classes, average="macro")
@@ -68,6 +93,8 @@ class FerLitModule(L.LightningModule):
         return self.model(x)
 
     def on_fit_start(self):
+        for t in self._teachers:
+            t["model"].to(self.device)
         if self.hparams.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
@@ -75,23 +102,67 @@ class FerLitModule(L.LightningModule):
     def on_after_batch_transfer(self, batch, dataloader_idx):
         x, y = batch
         x = to_float(x)
-        if self.trainer is not None and self.trainer.training:
+        training = self.trainer is not None and self.trainer.training
+        soft = None
+        if training:
             if self.augment is not None:
                 x = self.augment(x)
             if self.distort is not None:
                 x = self.distort(x)
+            if self.mixup is not None:
+                x, soft = self.mixup(x, y)
+            if self._teachers:
+                t = self._teacher_probs(x)
+                soft = t if soft is None else (soft, t)
         x = prepare_batch(x, self.cfg)
         if self.hparams.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
+        return (x, y) if soft is None else (x, y, soft)
+
+    @torch.no_grad()
+    def _teacher_probs(self, x01: torch.Tensor) -> torch.Tensor:
+        """Mean teacher probabilities at the distillation temperature, from [0, 1] input."""
+        T = self.hparams.distill_temperature
+        # the trainer's precision context (bf16 autocast where the student uses it)
+        ctx = self._trainer.precision_plugin.forward_context() if self._trainer is not None else nullcontext()
+        probs = 0
+        with ctx:
+            for t in self._teachers:
+                xt = prepare_batch(x01, t["cfg"])
+                probs = probs + F.softmax(t["model"](xt).float() / T, dim=1)
+        return probs / len(self._teachers)
+
+    def _classify_loss(self, logits, y, soft):
+        hp = self.hparams
+        mix = teach = None
+        if soft is not None:
+            if self.mixup is not None and self._teachers:
+                mix, teach = soft
+            elif self.mixup is not None:
+                mix = soft
+            else:
+                teach = soft
+        if mix is not None:  # soft targets; class weights apply per class of the target
+            w = self.class_w if self.class_w is not None else None
+            logp = F.log_softmax(logits.float(), dim=1)
+            tgt = mix * (1 - hp.label_smoothing) + hp.label_smoothing / logits.shape[1]
+            per = -(tgt * logp * (w if w is not None else 1)).sum(1)
+            ce = per.mean()
+        else:
+            ce = F.cross_entropy(logits, y, weight=self.class_w, label_smoothing=hp.label_smoothing)
+        if teach is None:
+            return ce
+        T, a = hp.distill_temperature, hp.distill_alpha
+        kd = F.kl_div(F.log_softmax(logits.float() / T, dim=1), teach, reduction="batchmean") * T * T
+        return (1 - a) * ce + a * kd
 
     def _step(self, batch, stage: str):
-        x, y = batch
+        x, y, soft = (*batch, None) if len(batch) == 2 else batch
         if hasattr(self.model, "compute_loss"):
             loss, logits = self.model.compute_loss(x, y, self)
         else:
             logits = self(x)
-            loss = F.cross_entropy(logits, y, weight=self.class_w, label_smoothing=self.hparams.label_smoothing)
+            loss = self._classify_loss(logits, y, soft)
         self.log(f"{stage}_loss", loss, on_epoch=True, on_step=False, prog_bar=True, sync_dist=True,
                  batch_size=len(y))
         if logits is not None:
@@ -130,6 +201,24 @@ class FerLitModule(L.LightningModule):
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, hp.max_epochs))
             return {"optimizer": opt, "lr_scheduler": sched}
         return opt
+
+
+def _load_teachers(teacher, labels: list[str]) -> list[dict]:
+    if not teacher:
+        return []
+    from ferkit.errors import FerkitError
+    from ferkit.inference.pretrained import resolve_pretrained
+    from ferkit.models.checkpoint import load_checkpoint
+
+    out = []
+    for ref in [teacher] if isinstance(teacher, str) else list(teacher):
+        model, spec = load_checkpoint(resolve_pretrained(ref))
+        if list(spec["labels"]) != list(labels):
+            raise FerkitError(f"teacher {ref}: labels {spec['labels']} differ from the student's {labels}")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        out.append({"model": model.eval(), "cfg": spec["input_config"]})
+    return out
 
 
 def _make_distortion(spec: str | None):

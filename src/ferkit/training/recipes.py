@@ -45,6 +45,11 @@ class Recipe:
     distortion_augment: str | None = None  # e.g. "random-gray:3" or "mix" (noise-robust training)
     class_weights: bool = False
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # MixUp alpha; 0 = off
+    ema_decay: float | None = None  # e.g. 0.999: validate/save an exponential moving average of weights
+    teacher: str | list[str] | None = None  # distil from these trained models (paths or "default")
+    distill_alpha: float = 0.5  # weight of the distillation term (1 - alpha on the labels)
+    distill_temperature: float = 2.0
     val_fraction: float = 0.1
     group_val: bool = False  # carve val by subject/actor when the source has groups
     seed: int = 0

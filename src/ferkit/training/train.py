@@ -22,7 +22,13 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    EMAWeightAveraging,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
@@ -142,6 +148,10 @@ def build_module(recipe: Recipe, labels: list[str], train_targets=None, max_epoc
         distortion_augment=recipe.distortion_augment,
         class_weights=cw,
         label_smoothing=recipe.label_smoothing,
+        mixup=recipe.mixup,
+        teacher=recipe.teacher,
+        distill_alpha=recipe.distill_alpha,
+        distill_temperature=recipe.distill_temperature,
         task=recipe.task,
         channels_last=recipe.channels_last,
     )
@@ -166,8 +176,8 @@ def train(
     device: str = "auto",
     devices: int = 1,
     resume: str | None = None,
-    limit_train_batches: float | int | None = None,
-    limit_val_batches: float | int | None = None,
+    limit_train_batches: float | None = None,
+    limit_val_batches: float | None = None,
     progress: bool = True,
 ) -> Path:
     """Train a recipe on a dataset; returns the run directory.
@@ -265,6 +275,9 @@ def train(
         callbacks.append(TQDMProgressBar(refresh_rate=20))
     if freeze_cb is not None:
         callbacks.append(freeze_cb)
+    if recipe.ema_decay:
+        # Validation, best.ckpt and the final weights use the exponential moving average.
+        callbacks.append(EMAWeightAveraging(decay=recipe.ema_decay))
     if recipe.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=recipe.early_stopping_patience))
     trainer = L.Trainer(
@@ -303,7 +316,7 @@ def _init_from(module: FerLitModule, path: str) -> None:
 
     ck = read_checkpoint(path)
     state = ck.get("state_dict", ck)
-    state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()}
+    state = {k.removeprefix("model."): v for k, v in state.items()}
     own = module.model.state_dict()
     fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fit:
