@@ -82,3 +82,22 @@ def test_shipped_model_as_teacher_by_name():
     m = FerLitModule("boulis-baseline", teacher="default")
     p = m._teacher_probs(torch.rand(3, 1, 48, 48))
     assert p.shape == (3, 7) and torch.allclose(p.sum(1), torch.ones(3), atol=1e-5)
+
+
+def test_ema_warmup_forgets_the_initial_weights():
+    """Regression: a plain 0.999 EMA still holds ~20% of the init after 1,600 steps."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
+
+    from ferkit.training.train import ema_with_warmup
+
+    def run(avg_fn):
+        p = torch.nn.Parameter(torch.ones(1))  # e.g. BatchNorm's running_var starts at 1 ...
+        avg = AveragedModel(torch.nn.ParameterList([p]), avg_fn=avg_fn)
+        for _ in range(1600):
+            with torch.no_grad():
+                p.mul_(0.9).add_(0.1 * 0.05)  # ... and settles near 0.05 within ~50 steps
+            avg.update_parameters(torch.nn.ParameterList([p]))
+        return float(avg.module[0].detach())
+
+    assert run(get_ema_avg_fn(0.999)) > 0.2
+    assert abs(run(ema_with_warmup(0.999)) - 0.05) < 0.01

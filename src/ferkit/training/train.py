@@ -24,10 +24,10 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import (
     EarlyStopping,
-    EMAWeightAveraging,
     LearningRateMonitor,
     ModelCheckpoint,
     TQDMProgressBar,
+    WeightAveraging,
 )
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -122,6 +122,22 @@ def _cpu_fast_bf16() -> bool:
         return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
     except AttributeError:
         return False
+
+
+def ema_with_warmup(decay: float):
+    """EMA update ``avg <- d * avg + (1 - d) * new`` with ``d = min(decay, (1 + n) / (10 + n))``.
+
+    ``n`` counts the updates so far. Without the warm-up a plain 0.999 average keeps
+    ~20% of the *initial* weights (and BatchNorm statistics) after 1,600 steps,
+    which made the averaged model 18 points worse than the live one after 4
+    FER2013 epochs; with it the average follows closely early and smooths later.
+    """
+
+    def avg_fn(avg, new, n):
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return avg * d + new * (1.0 - d) if avg.is_floating_point() else new
+
+    return avg_fn
 
 
 def build_module(recipe: Recipe, labels: list[str], train_targets=None, max_epochs=None) -> FerLitModule:
@@ -277,7 +293,7 @@ def train(
         callbacks.append(freeze_cb)
     if recipe.ema_decay:
         # Validation, best.ckpt and the final weights use the exponential moving average.
-        callbacks.append(EMAWeightAveraging(decay=recipe.ema_decay))
+        callbacks.append(WeightAveraging(avg_fn=ema_with_warmup(recipe.ema_decay)))
     if recipe.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=recipe.early_stopping_patience))
     trainer = L.Trainer(
