@@ -140,3 +140,12 @@ def test_haar_profile_passes_run_only_when_the_frontal_cascade_misses(shared_fix
     assert get_detector("haar-full").profile is True and get_detector("haar").profile == "fallback"
     with pytest.raises(ValueError, match="fallback"):
         HaarDetector(profile="sometimes")
+
+
+def test_haar_fast_is_haar_with_a_coarser_pyramid(shared_fixtures):
+    fast, base = get_detector("haar-fast"), get_detector("haar")
+    assert fast.scale_factor == 1.15 and base.scale_factor == 1.1 and fast.profile == base.profile == "fallback"
+    for name in ("AF01ANS.JPG", "AF01AFHL.JPG", "AF01AFFL.JPG"):  # frontal, half and full profile
+        img = _kdef(shared_fixtures, name)
+        (b_fast,), (b_base,) = fast.detect(img), base.detect(img)
+        assert iou(b_fast, b_base) > 0.6, name

@@ -59,7 +59,8 @@ def add_parser(sub):
         default="default",
         help="face detector: default (haar: frontal cascade, profile cascades only when it "
         "finds no face), haar-full (all three cascades on every image: group photos with "
-        "profile faces), haar-frontal, mtcnn (optional extra), or none for inputs that are "
+        "profile faces), haar-fast (coarser pyramid: faster, misses more hard faces), "
+        "haar-frontal, mtcnn (optional extra), or none for inputs that are "
         "already face crops",
     )
     p.add_argument(

@@ -93,6 +93,10 @@ def onnx_session(src: bytes | str | os.PathLike, threads: int = 2):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(threads)
     opts.inter_op_num_threads = 1
+    # No busy-waiting after a run: onnxruntime's workers otherwise spin on the cores for
+    # a while, and the face detector (OpenCV) that runs next on the same cores slows
+    # down (benchmarks/bench_inference.py, photo latency).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         sess = ort.InferenceSession(
             src if isinstance(src, bytes) else os.fspath(src),
