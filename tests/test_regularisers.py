@@ -101,3 +101,14 @@ def test_ema_warmup_forgets_the_initial_weights():
 
     assert run(get_ema_avg_fn(0.999)) > 0.2
     assert abs(run(ema_with_warmup(0.999)) - 0.05) < 0.01
+
+
+@pytest.mark.parametrize("field, value", [("ema_decay", 1.5), ("mixup", -0.1), ("distill_alpha", 2),
+                                          ("distill_temperature", 0)])
+def test_out_of_range_regulariser_settings_are_usage_errors(field, value, tmp_path, capsys):
+    data = write_class_tree(tmp_path / "data", n=2)
+    rc = main(["train", "ferkit-default", "--data", str(data), "--out", str(tmp_path / "runs"), *FAST,
+               "--set", f"{field}={value}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and field in err[0]
+    assert not (tmp_path / "runs").exists()

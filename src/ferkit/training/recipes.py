@@ -61,6 +61,17 @@ class Recipe:
     task: str = "classify"  # classify | reconstruct (autoencoders)
     extra: dict = field(default_factory=dict)  # family-specific settings
 
+    def __post_init__(self):
+        checks = [
+            (self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay must be in (0, 1), e.g. 0.999"),
+            (self.mixup >= 0, "mixup (the MixUp alpha) must be >= 0; 0 turns it off"),
+            (0 <= self.distill_alpha <= 1, "distill_alpha must be in [0, 1]"),
+            (self.distill_temperature > 0, "distill_temperature must be > 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise FerkitError(f"recipe {self.name}: {msg}")
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
