@@ -112,3 +112,8 @@ def test_out_of_range_regulariser_settings_are_usage_errors(field, value, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and field in err[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_teacher_or_mixup_on_a_model_with_its_own_loss_is_refused():
+    with pytest.raises(FerkitError, match="own loss"):
+        FerLitModule("wiranata-cae", num_classes=7, mixup=0.2)

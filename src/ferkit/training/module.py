@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from ferkit.data.transforms import make_augment, prepare_batch, to_float
+from ferkit.errors import FerkitError
 from ferkit.labels import FER7
 from ferkit.models.registry import create_model
 
@@ -75,8 +76,8 @@ class FerLitModule(L.LightningModule):
         self.register_buffer(
             "class_w", torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         )
-        # torchmetrics averages per class ("macro") by default; *_acc is plain accuracy
-        # (what evaluate reports), and the class-balanced figure is logged beside it.
+        if (mixup or teacher) and hasattr(self.model, "compute_loss"):
+            raise FerkitError(f"mixup/teacher apply to plain classifiers; {model_name} defines its own loss")
         self.mixup = None
         if mixup and mixup > 0:
             from torchvision.transforms import v2
@@ -85,6 +86,8 @@ class FerLitModule(L.LightningModule):
         # Teachers live in a plain list, not as submodules: they are neither trained,
         # nor averaged by EMA, nor written into this module's checkpoints.
         self._teachers = _load_teachers(teacher, self.hparams.labels)
+        # torchmetrics averages per class ("macro") by default; *_acc is plain accuracy
+        # (what evaluate reports), and the class-balanced figure is logged beside it.
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_bal_acc = MulticlassAccuracy(num_classes, average="macro")
@@ -143,11 +146,10 @@ class FerLitModule(L.LightningModule):
             else:
                 teach = soft
         if mix is not None:  # soft targets; class weights apply per class of the target
-            w = self.class_w if self.class_w is not None else None
             logp = F.log_softmax(logits.float(), dim=1)
             tgt = mix * (1 - hp.label_smoothing) + hp.label_smoothing / logits.shape[1]
-            per = -(tgt * logp * (w if w is not None else 1)).sum(1)
-            ce = per.mean()
+            w = self.class_w if self.class_w is not None else 1.0
+            ce = -(tgt * logp * w).sum(1).mean()
         else:
             ce = F.cross_entropy(logits, y, weight=self.class_w, label_smoothing=hp.label_smoothing)
         if teach is None:
@@ -206,7 +208,6 @@ class FerLitModule(L.LightningModule):
 def _load_teachers(teacher, labels: list[str]) -> list[dict]:
     if not teacher:
         return []
-    from ferkit.errors import FerkitError
     from ferkit.inference.pretrained import resolve_pretrained
     from ferkit.models.checkpoint import load_checkpoint
 
