@@ -196,6 +196,20 @@ def test_two_trainings_in_one_process_get_two_run_directories(tmp_path):
     assert "FERKIT_RUN_DIR" not in os.environ
 
 
+def test_concurrent_run_directories_are_distinct(tmp_path, monkeypatch):
+    """Regression: two trainings started in the same second shared one folder (and one
+    metrics.csv) because the name was checked long before the folder was made."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ferkit.training.train as train_mod
+
+    monkeypatch.setattr(train_mod.time, "strftime", lambda fmt: "20260101-000000")
+    with ThreadPoolExecutor(8) as pool:
+        dirs = list(pool.map(lambda _: train_mod._new_run_dir(tmp_path / "runs", "r"), range(8)))
+    assert len(set(dirs)) == 8 and all(d.is_dir() for d in dirs)
+    assert sorted(d.name for d in dirs)[:2] == ["r-20260101-000000", "r-20260101-000000-1"]
+
+
 def test_curves_plot_has_one_panel_per_logged_metric(tmp_path):
     import warnings
 

@@ -174,13 +174,21 @@ def build_module(recipe: Recipe, labels: list[str], train_targets=None, max_epoc
 
 
 def _new_run_dir(out: Path, name: str) -> Path:
+    """Create and return a fresh ``out/NAME-STAMP[-i]`` folder.
+
+    The folder is claimed with an exclusive ``mkdir``, so two runs started in the same
+    second (side by side on one machine) never share a directory.
+    """
+    out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run = out / f"{name}-{stamp}"
-    i = 1
-    while run.exists():
-        run = out / f"{name}-{stamp}-{i}"
-        i += 1
-    return run
+    run, i = out / f"{name}-{stamp}", 1
+    while True:
+        try:
+            run.mkdir()
+            return run
+        except FileExistsError:
+            run = out / f"{name}-{stamp}-{i}"
+            i += 1
 
 
 def train(
@@ -227,7 +235,7 @@ def train(
         # DDP children (LOCAL_RANK > 0) re-run this command and must join the run rank 0
         # created; everyone else gets a fresh directory, even if a variable is left over.
         inherited = os.environ.get(_RUN_DIR_ENV) if _is_ddp_child() else None
-        run_dir = Path(inherited or _new_run_dir(Path(out), recipe.name))
+        run_dir = Path(inherited) if inherited else None  # fresh runs claim a folder below
     if data is None:
         raise FerkitError("--data PATH is required")
     accelerator = _accelerator(device)
@@ -250,6 +258,8 @@ def train(
             print(msg)
     # The run directory is made only once the data has loaded: a wrong path or an empty
     # folder leaves nothing behind.
+    if run_dir is None:
+        run_dir = _new_run_dir(Path(out), recipe.name)
     if not _is_ddp_child():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(
