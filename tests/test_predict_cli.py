@@ -141,6 +141,18 @@ def test_demo_prints_readable_emotions(slim, capsys):
     assert out.startswith("astronaut.png: face 1 at (") and any(lab in out for lab in FER7)
 
 
+def test_mirror_flag_changes_scores_not_boxes(slim, capsys):
+    records = []
+    for extra in ([], ["--mirror"]):
+        assert main(["predict", "--demo", "--model", slim, "--format", "jsonl", "--no-progress",
+                     *extra]) == 0
+        (line,) = capsys.readouterr().out.strip().splitlines()
+        records.append(json.loads(line))
+    plain, mirrored = records
+    assert plain["box"] == mirrored["box"] and abs(sum(mirrored["scores"].values()) - 1) < 1e-4
+    assert plain["scores"] != mirrored["scores"]
+
+
 def test_bad_inputs_and_usage_errors(slim, tmp_path, capsys, monkeypatch):
     (tmp_path / "bomb.png").write_bytes(png_bomb())
     (tmp_path / "fake.mp4").write_text("not a video")

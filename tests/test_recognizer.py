@@ -172,6 +172,24 @@ def test_classify_faces_on_crops(rec):
     assert rec.classify_faces([]).shape == (0, 7)
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_mirror_averages_a_face_and_its_mirror(slim, backend):
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
+    plain = Recognizer.from_pretrained(slim, backend=backend)
+    mirrored = Recognizer.from_pretrained(slim, backend=backend, mirror=True)
+    assert mirrored.mirror and not plain.mirror and "mirror=True" in repr(mirrored)
+    crops = np.random.default_rng(2).integers(0, 255, (3, 48, 48), dtype=np.uint8)
+    expected = (plain.classify_faces(crops) + plain.classify_faces(crops[:, :, ::-1].copy())) / 2
+    got = mirrored.classify_faces(crops)
+    assert np.allclose(got, expected, atol=1e-5) and np.allclose(got.sum(1), 1, atol=1e-5)
+    assert not np.allclose(got, plain.classify_faces(crops), atol=1e-4)  # it did change something
+    # A left-right symmetric face scores the same either way.
+    sym = np.concatenate([crops[:, :, :24], crops[:, :, :24][:, :, ::-1]], axis=2)
+    assert np.allclose(mirrored.classify_faces(sym), plain.classify_faces(sym), atol=1e-5)
+    assert mirrored.classify_faces([]).shape == (0, 7)
+
+
 def test_detector_none_classifies_the_whole_image(slim):
     r = Recognizer.from_pretrained(slim, detector="none")
     faces = r.predict(np.zeros((48, 48), np.uint8))

@@ -69,4 +69,4 @@ def test_accuracy_on_a_publictest_sample(rec, fer2013_dir):
     crops = [np.asarray(Image.open(f).convert("L")) for f in files]
     probs = rec.classify_faces(crops)
     acc = float((probs.argmax(1) == targets).mean())
-    assert acc > 0.45, acc  # the shipped model scores 55.9% on all of PublicTest
+    assert acc > 0.45, acc  # the shipped model scores 59.8% on all of PublicTest

@@ -84,6 +84,7 @@ class Recognizer:
         device: str = "cpu",
         margin: float = FER_MARGIN,
         detect_threads: int | None = None,
+        mirror: bool = False,
     ):
         if (model is None) == (session is None):
             raise ValueError("give exactly one of model (torch) or session (onnxruntime)")
@@ -94,6 +95,7 @@ class Recognizer:
         self.backend = "torch" if model is not None else "onnx"
         self.device = device
         self.margin = margin
+        self.mirror = bool(mirror)
         self.detector = get_detector(detector)
         # Detectors named by string can be rebuilt in other threads (get_detector caches
         # one per thread), so predict_batch detects several images in parallel; a
@@ -116,6 +118,7 @@ class Recognizer:
         detector="default",
         device: str = "cpu",
         threads: int | None = None,
+        mirror: bool = False,
     ) -> Recognizer:
         """Load the shipped model ("default") or a checkpoint / ``.onnx`` file.
 
@@ -127,6 +130,9 @@ class Recognizer:
             detector: face detector name ("default", "haar", "mtcnn", "none", ...).
             device: torch device ("cpu", "cuda", "auto"); the onnx backend runs on CPU.
             threads: onnxruntime intra-op threads (default 2).
+            mirror: also classify every face's mirror image and average the two
+                probability vectors (test-time augmentation; the shipped model gains
+                about 0.9 points on FER2013 PublicTest, the classifier does twice the work).
 
         Raises:
             FerkitError: missing or unreadable model, unknown backend/detector.
@@ -151,6 +157,7 @@ class Recognizer:
                 version=meta["version"] or meta["model"],
                 session=sess,
                 detector=detector,
+                mirror=mirror,
             )
         from ferkit.models.checkpoint import load_checkpoint
 
@@ -162,6 +169,7 @@ class Recognizer:
             model_name=spec["model"],
             version=version,
             detector=detector,
+            mirror=mirror,
         )
         if backend == "onnx":
             from ferkit.inference.export import onnx_bytes, onnx_session
@@ -295,6 +303,14 @@ class Recognizer:
         return np.ascontiguousarray((x - self._mean) / self._std)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.mirror or len(x) == 0:
+            return self._forward_once(x)
+        # Original and mirrored crops in one pass; soft-vote their probabilities (the
+        # same arithmetic as ``ferkit evaluate --tta 0``).
+        p = self._forward_once(np.ascontiguousarray(np.concatenate([x, x[..., ::-1]])))
+        return (p[: len(x)] + p[len(x) :]) / 2
+
+    def _forward_once(self, x: np.ndarray) -> np.ndarray:
         if self._session is not None:
             from ferkit.inference.export import softmax
 
@@ -318,7 +334,7 @@ class Recognizer:
     def __repr__(self) -> str:
         return (
             f"Recognizer(model={self.model_name!r}, version={self.version!r}, backend={self.backend!r}, "
-            f"detector={self.detector.name!r}, labels={self.labels})"
+            f"detector={self.detector.name!r}, mirror={self.mirror}, labels={self.labels})"
         )
 
 
