@@ -149,3 +149,16 @@ def test_haar_fast_is_haar_with_a_coarser_pyramid(shared_fixtures):
         img = _kdef(shared_fixtures, name)
         (b_fast,), (b_base,) = fast.detect(img), base.detect(img)
         assert iou(b_fast, b_base) > 0.6, name
+
+
+def test_haar_frontal_cascade_is_selectable_and_alt2_by_default(shared_fixtures):
+    assert get_detector("haar").frontal == "alt2" and HaarDetector().frontal == "alt2"
+    img = _kdef(shared_fixtures, "AF01ANS.JPG")
+    boxes = {name: HaarDetector(profile=False, frontal=name).detect(img) for name in ("default", "alt", "alt2")}
+    for name, found in boxes.items():
+        assert len(found) == 1, f"{name}: expected the one frontal face, got {found}"
+    # The three cascades frame the same face (the crops the model sees stay alike).
+    assert iou(boxes["alt2"][0], boxes["default"][0]) > 0.7
+    assert iou(boxes["alt2"][0], boxes["alt"][0]) > 0.7
+    with pytest.raises(ValueError, match="alt2"):
+        HaarDetector(frontal="alt3")

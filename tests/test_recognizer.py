@@ -17,7 +17,7 @@ from PIL import Image
 from ferkit.data.images import ImageDecodeError
 from ferkit.errors import FerkitError
 from ferkit.inference import pretrained
-from ferkit.inference.recognizer import Face, Recognizer
+from ferkit.inference.recognizer import Face, Recognizer, onnx_available, resolve_backend
 from ferkit.labels import FER7
 from ferkit.models import create_model
 from ferkit.models.checkpoint import save_slim
@@ -60,7 +60,21 @@ def test_attributes(rec):
     assert rec.model_name == "boulis-baseline"
     assert rec.version.startswith("boulis-baseline-")  # name + file hash
     assert (rec.input_config.size, rec.input_config.channels) == (48, 1)
-    assert rec.backend == "torch" and rec.detector.name == "haar"
+    assert rec.backend == ("onnx" if onnx_available() else "torch") and rec.detector.name == "haar"
+
+
+def test_auto_backend_picks_onnxruntime_on_the_cpu_when_installed(slim, monkeypatch):
+    from ferkit.inference import recognizer as recognizer_mod
+
+    assert resolve_backend("model.onnx", "cpu") == "onnx"
+    monkeypatch.setattr(recognizer_mod, "onnx_available", lambda: True)
+    assert resolve_backend(slim, "cpu") == "onnx"
+    assert resolve_backend(slim, "cuda") == "torch"  # GPUs stay on PyTorch
+    monkeypatch.setattr(recognizer_mod, "onnx_available", lambda: False)
+    assert resolve_backend(slim, "cpu") == "torch"  # base install without the onnx extra
+    assert Recognizer.from_pretrained(slim).backend == "torch"
+    # Explicit choices are kept as asked.
+    assert Recognizer.from_pretrained(slim, backend="torch").backend == "torch"
 
 
 def test_demo_photo_has_one_face_with_scores(rec):

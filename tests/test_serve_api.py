@@ -19,6 +19,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
 from ferkit.serve.app import create_app, sniff_format
+from ferkit.inference.recognizer import onnx_available
 from ferkit.serve.batcher import MicroBatcher, QueueFullError
 
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -415,7 +416,7 @@ def test_real_recognizer_end_to_end(slim_model):
     with TestClient(app) as c:
         models = c.get("/v1/models").json()["models"][0]
         assert models["name"] == "boulis-baseline" and models["labels"] == list(FER7)
-        assert models["backend"] == "torch"
+        assert models["backend"] == ("onnx" if onnx_available() else "torch")  # backend "auto"
         face = np.random.default_rng(1).integers(0, 255, (96, 80), dtype=np.uint8)
         r = c.post("/v1/predict", files={"file": ("f.png", encode(face), "image/png")})
         assert r.status_code == 200, r.text

@@ -24,7 +24,8 @@ def add_parser(sub):
                    help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
     p.add_argument("--model", default="default", help="'default' (shipped model) or a checkpoint path")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="inference backend")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="inference backend (default auto: onnxruntime on the CPU when installed, else torch)")
     p.add_argument("--detector", default="default", help="face detector name (default: the Recognizer's)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes, each with its own model copy (default: 1)")

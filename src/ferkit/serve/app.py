@@ -254,7 +254,7 @@ def create_app(
     batch_window_ms: float = 5,
     max_batch: int = 64,
     *,
-    backend: str = "torch",
+    backend: str = "auto",
     detector: str = "default",
     max_files: int = 32,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -487,6 +487,6 @@ def app_from_env() -> FastAPI:
         api_key=env.get("FERKIT_API_KEY") or None,
         batch_window_ms=float(env.get("FERKIT_SERVE_BATCH_WINDOW_MS", 5)),
         max_batch=int(env.get("FERKIT_SERVE_MAX_BATCH", 64)),
-        backend=env.get("FERKIT_SERVE_BACKEND", "torch"),
+        backend=env.get("FERKIT_SERVE_BACKEND", "auto"),
         detector=env.get("FERKIT_SERVE_DETECTOR", "default"),
     )
