@@ -126,6 +126,24 @@ def test_recipes_follow_table_1():
     assert load_recipe("li-vgg-distaug").distortion_augment == "mix:p=0.5"
 
 
+def test_block_dropout_only_changes_the_conv_blocks_dropout():
+    m = create_model("li-vgg", block_dropout=0.0)
+    block = [x.p for x in m.features if isinstance(x, torch.nn.Dropout)]
+    dense = [x.p for x in m.classifier if isinstance(x, torch.nn.Dropout)]
+    assert block == [0.0] * 5 and dense == [0.4, 0.4]
+    assert sum(p.numel() for p in m.parameters()) == 33_644_103  # same network, same count
+    hyb = create_model("li-hybrid-b", block_dropout=0.0, **SMALL)
+    assert [x.p for x in hyb.vgg.features if isinstance(x, torch.nn.Dropout)] == [0.0] * 5
+
+
+def test_short_cpu_recipes():
+    for name in ("li-vgg", "li-hybrid-a", "li-hybrid-b"):
+        short, tuned = load_recipe(f"{name}-short"), load_recipe(f"{name}-tuned")
+        assert short.model == tuned.model and short.model_kwargs["block_dropout"] == 0.0
+        assert (short.epochs, short.batch_size, short.lr) == (4, 64, 0.0002)
+        assert (short.augment, short.val_fraction, short.seed) == (tuned.augment, tuned.val_fraction, tuned.seed)
+
+
 # --- end to end on a tiny generated dataset -----------------------------------------------------
 
 

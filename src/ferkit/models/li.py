@@ -63,12 +63,16 @@ class LiVGG(nn.Module):
         width: multiplier on the conv filters (1.0 = the paper; <1 for CPU experiments).
         hidden: dense width (4096 in the paper).
         dropout: dropout after each block and hidden dense layer (0.4).
+        block_dropout: dropout after each conv block when it should differ from
+            ``dropout`` (None: same). Not in the paper: on a short CPU schedule the
+            paper's seven dropouts of 0.4 kept the network at chance (see
+            docs/reproductions/li.md), while the dense layers' dropout alone trains.
     """
 
     BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
     def __init__(self, num_classes=7, in_chans=1, input_size=48, width: float = 1.0, hidden: int = 4096,
-                 dropout: float = 0.4):
+                 dropout: float = 0.4, block_dropout: float | None = None):
         super().__init__()
         layers, cin, side = [], in_chans, input_size
         for filters, n in self.BLOCKS:
@@ -76,7 +80,8 @@ class LiVGG(nn.Module):
             for _ in range(n):
                 layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
                 cin = cout
-            layers += [nn.BatchNorm2d(cout), nn.MaxPool2d(2), nn.Dropout(dropout)]
+            layers += [nn.BatchNorm2d(cout), nn.MaxPool2d(2),
+                       nn.Dropout(dropout if block_dropout is None else block_dropout)]
             side //= 2
         if side < 1:
             raise ValueError(f"li-vgg needs input_size >= 32 (five 2x2 pools), got {input_size}")
@@ -175,15 +180,16 @@ class LiHybrid(nn.Module):
         dae_checkpoint: weights for the DAE (a ``li-dae`` run's best.ckpt).
         recon_weight: hybrid B only, beyond the paper: adds ``recon_weight`` x the
             DAE's reconstruction BCE (distorted input, clean target) to the loss.
-        width, hidden: passed to :class:`LiVGG`.
+        width, hidden, block_dropout: passed to :class:`LiVGG`.
     """
 
     def __init__(self, num_classes=7, in_chans=1, input_size=48, freeze_dae=True, dae_checkpoint=None,
                  recon_weight: float = 0.0, train_distortion: str = "random-gray", width: float = 1.0,
-                 hidden: int = 4096):
+                 hidden: int = 4096, block_dropout: float | None = None):
         super().__init__()
         self.dae = LiDAE(in_chans, train_distortion)
-        self.vgg = LiVGG(num_classes, in_chans, input_size, width=width, hidden=hidden)
+        self.vgg = LiVGG(num_classes, in_chans, input_size, width=width, hidden=hidden,
+                         block_dropout=block_dropout)
         self.freeze_dae, self.recon_weight = freeze_dae, float(recon_weight)
         # Saved with the weights, so a reloaded hybrid knows its DAE was trained.
         self.register_buffer("dae_loaded", torch.tensor(0, dtype=torch.uint8))
