@@ -22,7 +22,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 from pathlib import Path
@@ -32,33 +31,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detectors import load_kdef, load_ravdess
-from bench_haar_scale import centred_hits
+from bench_haar_scale import FACE, FACE_BOX, centred, centred_hits, fer_faces
 from bench_inference import hardware, photo_640x480
 
 from ferkit.inference.faces import FRONTAL_CASCADES, HaarDetector
 from ferkit.inference.recognizer import Recognizer
-
-FACE, CANVAS = 144, (240, 320)
-FACE_BOX = (88, 48, FACE, FACE)  # where the face sits on the canvas (x, y, w, h)
-
-
-def fer_faces(shared: Path, n: int) -> tuple[list[np.ndarray], list[str]]:
-    files = sorted((shared / "datasets" / "fer2013" / "test").glob("*/*.jpg"))
-    random.Random(0).shuffle(files)
-    images, labels = [], []
-    for f in files[:n]:
-        g = cv2.resize(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE), (FACE, FACE), interpolation=cv2.INTER_CUBIC)
-        canvas = np.full(CANVAS, 128, np.uint8)
-        x, y = FACE_BOX[:2]
-        canvas[y : y + FACE, x : x + FACE] = g
-        images.append(np.repeat(canvas[:, :, None], 3, 2))
-        labels.append(f.parent.name)
-    return images, labels
-
-
-def centred(box, shape) -> bool:
-    h, w = shape[:2]
-    return 0.1 * w < box[0] + box[2] / 2 < 0.9 * w and 0.1 * h < box[1] + box[3] / 2 < 0.9 * h
 
 
 def main() -> None:
@@ -93,8 +70,11 @@ def main() -> None:
             face = recs[n].predict_arrays([im], [[boxes[0]]])[0][0]
             right += face.label == lab
             right_exact += ex[0].label == lab
-        rows[n] = dict(hits=hits, extra=extra, found=found, side=float(np.median(sides)) if sides else float("nan"),
-                       acc=100 * right / max(1, found), acc_exact=100 * right_exact / max(1, found))
+        rows[n] = {
+            "hits": hits, "extra": extra, "found": found,
+            "side": float(np.median(sides)) if sides else float("nan"),
+            "acc": 100 * right / max(1, found), "acc_exact": 100 * right_exact / max(1, found),
+        }
 
     photo = photo_640x480()
     jpeg = cv2.imencode(".jpg", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))[1].tobytes()

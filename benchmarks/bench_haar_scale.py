@@ -32,25 +32,36 @@ from bench_inference import hardware, photo_640x480
 
 from ferkit.inference.faces import HaarDetector
 
+FACE = 144  # FER2013 faces are upscaled to this side ...
+FACE_BOX = (88, 48, FACE, FACE)  # ... and placed here on a 320x240 mid-gray canvas (x, y, w, h)
 
-def fer_faces(shared: Path, n: int) -> list[np.ndarray]:
+
+def fer_faces(shared: Path, n: int) -> tuple[list[np.ndarray], list[str]]:
+    """``n`` PublicTest faces (seed 0) on 320x240 RGB canvases, and their class names."""
     files = sorted((shared / "datasets" / "fer2013" / "test").glob("*/*.jpg"))
     random.Random(0).shuffle(files)
-    out = []
+    images, labels = [], []
+    x, y = FACE_BOX[:2]
     for f in files[:n]:
-        g = cv2.resize(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE), (144, 144), interpolation=cv2.INTER_CUBIC)
+        g = cv2.resize(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE), (FACE, FACE), interpolation=cv2.INTER_CUBIC)
         canvas = np.full((240, 320), 128, np.uint8)
-        canvas[48:192, 88:232] = g
-        out.append(np.repeat(canvas[:, :, None], 3, 2))
-    return out
+        canvas[y : y + FACE, x : x + FACE] = g
+        images.append(np.repeat(canvas[:, :, None], 3, 2))
+        labels.append(f.parent.name)
+    return images, labels
+
+
+def centred(box, shape) -> bool:
+    """A plausible hit on a one-face image: the box centre lies in the middle 80%."""
+    h, w = shape[:2]
+    return 0.1 * w < box[0] + box[2] / 2 < 0.9 * w and 0.1 * h < box[1] + box[3] / 2 < 0.9 * h
 
 
 def centred_hits(det, images) -> tuple[int, int]:
     hits = extra = 0
     for im in images:
         boxes = det.detect(im)
-        h, w = im.shape[:2]
-        ok = [b for b in boxes if 0.1 * w < b[0] + b[2] / 2 < 0.9 * w and 0.1 * h < b[1] + b[3] / 2 < 0.9 * h]
+        ok = [b for b in boxes if centred(b, im.shape)]
         hits += bool(ok)
         extra += len(boxes) - (1 if ok else 0)
     return hits, extra
@@ -66,7 +77,7 @@ def main() -> None:
     shared = Path(args.shared)
     print("hardware:", hardware(args.threads))
     fixtures = [im for _, im in load_kdef(shared) + load_ravdess(shared, 3)]
-    fer = fer_faces(shared, args.fer_n)
+    fer, _ = fer_faces(shared, args.fer_n)
     photo = photo_640x480()
     print("| pyramid step | fixtures found | false positives | FER2013 faces found | photo detect median ms |")
     print("|---|---|---|---|---|")
