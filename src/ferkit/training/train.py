@@ -53,6 +53,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
+def checkpoint_callbacks(run_dir: Path, monitor: str = "val_loss") -> list[ModelCheckpoint]:
+    """``best.ckpt`` (lowest ``monitor``) and ``last.ckpt`` (every epoch, for --resume).
+
+    Two callbacks, not ``save_last=True``: in Lightning 2.6 (2.6.6 here) that option rewrites
+    last.ckpt only in epochs where best.ckpt was rewritten too, so after the best
+    epoch a killed run would resume from the best epoch, not the latest.
+    """
+    return [
+        ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode="min",
+                        enable_version_counter=False),
+        # monitor=None with save_top_k=1: the latest epoch, overwritten each time.
+        ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1,
+                        enable_version_counter=False),
+    ]
+
+
 def _read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -290,11 +306,7 @@ def train(
                         persistent_workers=nw > 0, pin_memory=accelerator == "gpu")
 
     monitor = "val_loss"
-    callbacks = [
-        ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode="min", save_last=True,
-                        enable_version_counter=False),
-        LearningRateMonitor(logging_interval="epoch"),
-    ]
+    callbacks = [*checkpoint_callbacks(run_dir, monitor), LearningRateMonitor(logging_interval="epoch")]
     if progress:
         # TQDM explicitly: Lightning would switch to Rich when it is installed, and Rich
         # draws nothing when output goes to a log file (nohup runs).
