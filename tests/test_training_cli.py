@@ -185,6 +185,21 @@ def test_failed_train_leaves_no_run_directory(tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.parametrize(
+    ("model_kwargs", "msg"),
+    [("{nonsense: 2}", "unexpected keyword argument 'nonsense'"),
+     ("{block_dropout: 2, width: 0.125, hidden: 16}", "dropout probability")],
+)
+def test_bad_model_kwargs_are_one_line_usage_errors(tmp_path, capsys, model_kwargs, msg):
+    data = write_class_tree(tmp_path / "data", n=2)
+    argv = ["train", "li-vgg-short", "--data", str(data), "--out", str(tmp_path / "runs"),
+            "--set", f"model_kwargs={model_kwargs}", "--limit-batches", "1", *FAST]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ferkit: error: model 'li-vgg' rejects model_kwargs") and msg in err[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_two_trainings_in_one_process_get_two_run_directories(tmp_path):
     """Regression: the DDP run-dir hand-over variable must not leak into the next train()."""
     data = write_class_tree(tmp_path / "data", n=4)

@@ -63,10 +63,14 @@ class FerLitModule(L.LightningModule):
         input_config: dict | None = None,  # filled in from the model, saved for loading
     ):
         super().__init__()
-        self.model = create_model(
-            model_name, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
-            **(model_kwargs or {}),
-        )
+        try:
+            self.model = create_model(
+                model_name, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
+                **(model_kwargs or {}),
+            )
+        except (TypeError, ValueError) as e:
+            # A wrong model_kwargs entry (unknown name, out-of-range value) is a usage error.
+            raise FerkitError(f"model {model_name!r} rejects model_kwargs {model_kwargs or {}}: {e}") from None
         self.cfg = self.model.input_config
         self.save_hyperparameters()
         self.hparams.input_config = self.cfg.to_dict()
