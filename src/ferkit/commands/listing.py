@@ -42,7 +42,8 @@ def run_models(args) -> int:
         if args.params:
             m = create_model(name)
             extra = f" params={sum(p.numel() for p in m.parameters()):,}"
-        print(f"{name:<24} input={c.size}x{c.size}x{c.channels}{extra}  {e.description}")
+        crop = f" (crops of {c.crop_from})" if c.crop_from else ""
+        print(f"{name:<24} input={c.size}x{c.size}x{c.channels}{crop}{extra}  {e.description}")
     return 0
 
 

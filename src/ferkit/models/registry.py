@@ -25,22 +25,43 @@ from ferkit.errors import FerkitError
 
 @dataclass(frozen=True)
 class InputConfig:
-    """What a model expects: square side in pixels, channels, normalisation.
+    """What a model expects: square side in pixels, channels, normalisation, framing.
 
     Pixels are scaled to [0, 1] and then normalised with ``(x - mean) / std``.
+
+    ``crop_from`` (optional) is for models trained on crops of a larger face: the
+    face is brought to ``crop_from`` x ``crop_from`` pixels (FER2013's 48) and the
+    model sees a ``size`` x ``size`` part of it -- random crops in training, the
+    centre crop (or ten crops, :mod:`ferkit.data.crops`) at evaluation and
+    inference. Datasets decode at :attr:`frame` = ``crop_from or size``.
+    Khaireddin & Chen (2021) train their FER2013 VGG on 40x40 crops of the 48x48 faces.
+
+    Raises:
+        ValueError: ``crop_from`` smaller than ``size``.
     """
 
     size: int = 48
     channels: int = 1
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    crop_from: int | None = None
 
     def __post_init__(self):
+        if self.crop_from is not None and int(self.crop_from) < self.size:
+            raise ValueError(f"crop_from={self.crop_from} is smaller than the input size {self.size}")
+        if self.crop_from is not None:
+            # one spelling per framing: a "crop" of the whole face is no crop
+            object.__setattr__(self, "crop_from", None if self.crop_from == self.size else int(self.crop_from))
         # Broadcast a one-value mean/std to every channel.
         if len(self.mean) == 1 and self.channels > 1:
             object.__setattr__(self, "mean", self.mean * self.channels)
         if len(self.std) == 1 and self.channels > 1:
             object.__setattr__(self, "std", self.std * self.channels)
+
+    @property
+    def frame(self) -> int:
+        """Side of the whole face before any crop: what datasets decode and detectors cut."""
+        return int(self.crop_from or self.size)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -52,6 +73,8 @@ class InputConfig:
             channels=int(d["channels"]),
             mean=tuple(d.get("mean", (0.0,))),
             std=tuple(d.get("std", (1.0,))),
+            # absent in files written before crops existed: the model sees the whole face
+            crop_from=int(d["crop_from"]) if d.get("crop_from") else None,
         )
 
 
@@ -106,7 +129,10 @@ def create_model(
     """Build a registered model; the result carries ``.input_config`` and ``.model_name``.
 
     ``in_chans`` and ``input_size`` override the declared input (e.g. a gray
-    VGG16 for 48x48 faces); the model constructor receives them.
+    VGG16 for 48x48 faces); the model constructor receives them. A model declared
+    on crops keeps its ``crop_from`` frame while the new size still fits in it
+    (``vgg-fer`` at 44: 44x44 crops of the 48x48 face; at 48: the whole face) and
+    drops it otherwise (a larger size is a plain resize of the face).
     """
     entry = get_entry(name)
     cfg = entry.input_config
@@ -115,7 +141,9 @@ def create_model(
         std = cfg.std[:1] if in_chans == 1 else (cfg.std * 3)[:in_chans]
         cfg = replace(cfg, channels=in_chans, mean=tuple(mean), std=tuple(std))
     if input_size is not None:
-        cfg = replace(cfg, size=int(input_size))
+        size = int(input_size)
+        keep = cfg.crop_from is not None and cfg.crop_from > size
+        cfg = replace(cfg, size=size, crop_from=cfg.crop_from if keep else None)
     model = entry.fn(num_classes=num_classes, in_chans=cfg.channels, input_size=cfg.size, **kwargs)
     model.input_config = cfg
     model.model_name = name
