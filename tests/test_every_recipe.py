@@ -5,7 +5,7 @@ time, so a recipe added to ``src/ferkit/recipes/`` is covered without touching t
 Each run is shrunk only where speed needs it (1 epoch, 2 batches of at most 8, 32x32 input,
 no pretrained weights, narrow hidden layers); everything else comes from the recipe as
 shipped (optimizer, scheduler, augmentation, distortion augmentation, freezing policy,
-class weights, task, dataset and its source options), and the saved config is checked to
+class weights, dataset and its source options), and the saved config is checked to
 prove it. Recipes that start from another run's checkpoint get one from a tiny run of the
 recipe that produces it; recipes bound to a dataset get a tiny fixture in that dataset's
 own layout.
@@ -30,7 +30,7 @@ from PIL import Image
 
 from ferkit.labels import FER7
 from ferkit.models.checkpoint import load_checkpoint, read_checkpoint
-from ferkit.models.registry import get_entry
+from ferkit.models.registry import get_entry, model_task
 from ferkit.training.recipes import Recipe, list_recipes, load_recipe
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in list_recipes()}
@@ -71,7 +71,6 @@ SMALL_KWARGS = {
 #: Recipe fields the shrinking must leave exactly as shipped.
 KEPT = (
     "model",
-    "task",
     "dataset",
     "source_options",
     "labels",
@@ -287,7 +286,7 @@ def test_every_recipe_has_its_data_and_checkpoints_wired():
                 f"{name}: add its checkpoint-producing recipe to CHECKPOINT_FROM"
             )
     for consumer, producer in CHECKPOINT_FROM.items():
-        assert consumer in RECIPES and RECIPES[producer].task == "reconstruct", (consumer, producer)
+        assert consumer in RECIPES and model_task(RECIPES[producer].model) == "reconstruct", (consumer, producer)
     assert RECIPES[DAE_RECIPE].model == "li-dae"
 
 
@@ -318,7 +317,7 @@ def test_recipe_trains_end_to_end(name, runs):
     with torch.no_grad():
         out = model(x)
     assert torch.isfinite(out).all()
-    if shipped.task == "reconstruct":
+    if model_task(shipped.model) == "reconstruct":
         assert out.shape == x.shape
         assert "val" not in summary
     else:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import write_class_tree
 
 from ferkit.cli import main
-from ferkit.models.registry import create_model
+from ferkit.models.registry import create_model, model_task
 from ferkit.training.module import FerLitModule
 from ferkit.training.recipes import load_recipe
 
@@ -51,18 +51,23 @@ def test_dae_output_is_an_image_in_unit_range():
 
 def test_dae_loss_reconstructs_the_clean_target():
     torch.manual_seed(0)
-    module = FerLitModule("li-dae", task="reconstruct")
+    module = FerLitModule("li-dae")
     dae = module.model
+    assert module.task == "reconstruct"
     x = torch.rand(4, 1, 48, 48)
-    dae.train()
-    loss, logits = dae.compute_loss(x, torch.zeros(4, dtype=torch.long), module)
+    module.train()  # the training module, not the model, distorts the clean batch
+    noisy = module._noisy(x)
+    assert noisy.shape == x.shape and not torch.equal(noisy, x)
+    loss, logits = dae.compute_loss(x, torch.zeros(4, dtype=torch.long), noisy=noisy)
     assert logits is None and loss.ndim == 0 and loss > 0
-    dae.eval()  # validation noise is seeded: the same loss every epoch
-    a, _ = dae.compute_loss(x, None, module)
-    b, _ = dae.compute_loss(x, None, module)
+    module.eval()  # validation noise is seeded: the same loss every epoch
+    a, _ = dae.compute_loss(x, noisy=module._noisy(x))
+    b, _ = dae.compute_loss(x, noisy=module._noisy(x))
     assert torch.equal(a, b)
     # The target is the clean input: a DAE that outputs x exactly has the minimum (entropy) loss.
     assert a > F.binary_cross_entropy(x, x)
+    # Without a noisy copy it is a plain autoencoder loss on x itself.
+    assert not torch.equal(dae.compute_loss(x)[0], a)
 
 
 def test_hybrid_a_dae_is_frozen_and_stays_in_eval_mode(tmp_path):
@@ -84,7 +89,8 @@ def test_hybrid_a_dae_is_frozen_and_stays_in_eval_mode(tmp_path):
     n_opt = sum(p.numel() for g in opt.param_groups for p in g["params"])
     assert n_opt == sum(p.numel() for p in hyb.vgg.parameters())  # the DAE is not even in the optimizer
     x, y = torch.rand(8, 1, 48, 48), torch.arange(8) % 7
-    loss, _logits = hyb.compute_loss(x, y, module)
+    assert hyb.train_distortion is None  # frozen DAE: no reconstruction term, no noisy copy
+    loss, _logits = hyb.compute_loss(x, y)
     loss.backward()
     assert all(p.grad is None for p in hyb.dae.parameters())
     opt.step()
@@ -98,12 +104,19 @@ def test_hybrid_b_trains_everything_and_can_add_reconstruction():
     module = FerLitModule("li-hybrid-b", model_kwargs={"recon_weight": 0.5, **SMALL})
     hyb = module.model.eval()  # eval: no dropout, seeded DAE corruption -> deterministic terms
     x, y = torch.rand(4, 1, 48, 48), torch.arange(4)
-    loss, _ = hyb.compute_loss(x, y, module)
-    expected = F.cross_entropy(hyb(x), y) + 0.5 * hyb.dae.compute_loss(x, y, module)[0]
+    module.eval()
+    assert hyb.train_distortion == "random-gray"
+    loss, _ = hyb.compute_loss(x, y, noisy=module._noisy(x))
+    expected = F.cross_entropy(hyb(x), y) + 0.5 * hyb.dae.compute_loss(x, noisy=module._noisy(x))[0]
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    hyb.train()
+    w = torch.arange(1.0, 8.0)
+    weighted, _ = hyb.compute_loss(x, y, class_weights=w, label_smoothing=0.1, noisy=module._noisy(x))
+    expected = F.cross_entropy(hyb(x), y, weight=w, label_smoothing=0.1) + 0.5 * hyb.dae.compute_loss(
+        x, noisy=module._noisy(x))[0]
+    assert weighted.item() == pytest.approx(expected.item(), rel=1e-5)
+    module.train()
     assert hyb.dae.training and all(p.requires_grad for p in hyb.parameters())
-    hyb.compute_loss(x, y, module)[0].backward()
+    hyb.compute_loss(x, y, noisy=module._noisy(x))[0].backward()
     assert all(p.grad is not None for p in hyb.parameters())
 
 
@@ -122,8 +135,20 @@ def test_recipes_follow_table_1():
         assert (r.epochs, r.batch_size, r.optimizer, r.lr, tuple(r.betas)) == (150, 16, "adam", 0.05, (0.9, 0.99))
         assert (r.early_stopping_patience, r.plateau_factor, r.val_fraction, r.augment) == (20, 0.5, 0.2, "li")
         assert load_recipe(f"{name}-tuned").lr < 0.05
-    assert load_recipe("li-dae").task == "reconstruct"
+    assert model_task(load_recipe("li-dae").model) == "reconstruct"
     assert load_recipe("li-vgg-distaug").distortion_augment == "mix:p=0.5"
+
+
+def test_the_model_not_the_recipe_says_it_reconstructs():
+    from ferkit.errors import FerkitError
+    from ferkit.training.recipes import Recipe
+
+    # An old run's config.yaml still carries ``task``: it loads when it agrees with the model ...
+    old = Recipe.from_dict({"name": "old-dae", "model": "li-dae", "task": "reconstruct"})
+    assert old.model == "li-dae" and "task" not in old.to_dict()
+    # ... and a contradiction is a one-line error instead of a silently ignored field.
+    with pytest.raises(FerkitError, match="contradicts model 'li-vgg'"):
+        Recipe.from_dict({"name": "bad", "model": "li-vgg", "task": "reconstruct"})
 
 
 def test_block_dropout_only_changes_the_conv_blocks_dropout():

@@ -1,12 +1,11 @@
 """Every registered model: forward + backward on a tiny batch at its declared input size."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from ferkit.models import create_model, get_entry, list_models
 from ferkit.models.checkpoint import load_checkpoint, save_slim
+from ferkit.models.registry import model_task
 
 # Large ImageNet-size backbones are exercised at a reduced input size to keep CI fast;
 # their own test files cover the declared size where it matters.
@@ -29,12 +28,14 @@ def test_forward_backward(name):
     x = torch.rand(2, cfg.channels, size, size)
     model.train()
     if hasattr(model, "compute_loss"):
-        # compute_loss receives the LightningModule; these are the attributes it may read.
-        module = SimpleNamespace(class_w=None, hparams=SimpleNamespace(label_smoothing=0.0))
-        loss, logits = model.compute_loss(x, torch.tensor([0, 1]), module)
+        # Plain arguments only: a model's loss never needs the trainer or its module.
+        loss, logits = model.compute_loss(x, torch.tensor([0, 1]), class_weights=None, label_smoothing=0.0,
+                                          noisy=None)
     else:
         logits = model(x)
         loss = logits.float().logsumexp(1).mean() - logits[:, 0].float().mean()
+    # The registry's answer to "is this an autoencoder?" matches what the model does.
+    assert (logits is None) == (model_task(name) == "reconstruct")
     if logits is not None:
         assert logits.shape == (2, 7)
         assert torch.isfinite(logits).all()

@@ -35,7 +35,7 @@ def test_forward_backward(name):
     m = _make(name, size, ch).train()
     x = torch.rand(2, ch, size, size)
     if hasattr(m, "compute_loss"):
-        loss, logits = m.compute_loss(x, torch.zeros(2, dtype=torch.long), None)
+        loss, logits = m.compute_loss(x, torch.zeros(2, dtype=torch.long))
         assert logits is None and m(x).shape == x.shape
         rec = m(x).detach()
         assert 0.0 <= float(rec.min()) and float(rec.max()) <= 1.0  # sigmoid output

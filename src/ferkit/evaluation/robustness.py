@@ -29,6 +29,7 @@ from ferkit.data.distortions import DISTORTIONS, SEVERITIES, parse_distortion
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import predict_logits
 from ferkit.models.checkpoint import load_checkpoint
+from ferkit.models.registry import model_task
 
 
 def _limit(ds, limit: int | None):
@@ -76,7 +77,7 @@ def robustness_sweep(checkpoint, data, *, split="test", distortions=None, severi
     if not sevs or any(s not in SEVERITIES for s in sevs):
         raise FerkitError(f"severities must be among 1..5, got {severities}")
     model, spec = load_checkpoint(checkpoint)
-    if spec.get("hyper_parameters", {}).get("task", "classify") != "classify":
+    if model_task(spec["model"]) != "classify":
         raise FerkitError(f"{checkpoint}: a {spec['model']} reconstruction model has no class accuracy "
                           "(use 'ferkit denoise-preview' for autoencoders)")
     ds, skipped = load_split(data, split, spec["input_config"], spec["labels"], dataset, limit=limit,
@@ -162,7 +163,7 @@ def denoise_preview(checkpoint, data, *, split="test", distortion="random-gray:3
     """Grid of distorted / denoised / clean faces and PSNR/SSIM before and after the DAE.
 
     Args:
-        checkpoint: a trained ``li-dae`` (or any model mapping [0,1] images to [0,1] images).
+        checkpoint: a trained ``li-dae`` (or any autoencoder: a model tagged ``autoencoder``).
         distortion: ``NAME:SEVERITY`` applied to the clean split (seeded by ``seed``).
         n: faces in the grid (columns). limit: evaluate only this many items.
 
@@ -173,9 +174,7 @@ def denoise_preview(checkpoint, data, *, split="test", distortion="random-gray:3
 
     model, spec = load_checkpoint(checkpoint)
     model = model.to(device)
-    probe = model(torch.zeros(1, spec["input_config"].channels, spec["input_config"].size,
-                              spec["input_config"].size, device=device))
-    if probe.dim() != 4:
+    if model_task(spec["model"]) != "reconstruct":
         raise FerkitError(f"{checkpoint}: {spec['model']} is a classifier, not a denoising autoencoder")
     distort = parse_distortion(distortion, seed=seed)
     ds, _ = load_split(data, split, spec["input_config"], spec["labels"], dataset, limit=limit, progress=progress)

@@ -39,8 +39,10 @@ li-dae
 4 encoder layers (conv 16, pool, conv 24, pool) and 5 decoder layers (conv 24,
 up-sample, conv 16, up-sample, 1-filter sigmoid conv): 5 convolutions, 3x3,
 same padding, ReLU. Trained with binary cross-entropy to map a distorted face
-back to the clean one; :meth:`LiDAE.compute_loss` makes the distorted input
-itself (random-gray by default), so the training data stays clean.
+back to the clean one. The training module distorts each clean batch as the
+model's ``train_distortion`` says (random-gray by default) and passes the copy to
+:meth:`LiDAE.compute_loss`, so the training data stays clean and the model needs
+nothing from ``ferkit.data``.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ferkit.models.registry import InputConfig, register_model
+from ferkit.models.registry import AUTOENCODER, InputConfig, register_model
 
 _UNIT = InputConfig(size=48, channels=1, mean=(0.0,), std=(1.0,))
 
@@ -106,10 +108,10 @@ class LiDAE(nn.Module):
 
     Args:
         in_chans: image channels (1 for FER2013).
-        train_distortion: ``NAME[:SEVERITY]`` applied to the clean input during
-            ``compute_loss`` (default ``random-gray``: a random severity 1..5 per
-            sample, so the DAE learns every noise level; validation uses a fixed,
-            seeded ``random-gray:3``).
+        train_distortion: ``NAME[:SEVERITY]`` the training module applies to the
+            clean input to make ``compute_loss``'s ``noisy`` argument (default
+            ``random-gray``: a random severity 1..5 per sample, so the DAE learns
+            every noise level; validation uses a fixed, seeded ``random-gray:3``).
     """
 
     def __init__(self, in_chans: int = 1, train_distortion: str = "random-gray"):
@@ -139,20 +141,19 @@ class LiDAE(nn.Module):
             y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return y
 
-    def corrupt(self, x, training: bool):
-        from ferkit.data.distortions import DistortionAugment, parse_distortion
+    def compute_loss(self, x, y=None, *, class_weights=None, label_smoothing=0.0, noisy=None):
+        """BCE of reconstructing the clean ``x`` from ``noisy``; returns ``(loss, None)``.
 
-        if training:
-            return DistortionAugment.from_spec(f"{self.train_distortion}:p=1")(x)
-        name = self.train_distortion.split(":")[0]
-        sev = self.train_distortion.split(":")[1] if ":" in self.train_distortion else "3"
-        return parse_distortion(f"{name}:{sev}", seed=1234)(x)  # same val noise every epoch
-
-    def compute_loss(self, x, y, module):
-        """(BCE of reconstructing clean ``x`` from a distorted copy, None: no class logits)."""
+        Args:
+            x: clean faces (B, C, H, W) in [0, 1] (clamped), the target.
+            y: ignored (no labels in denoising); class_weights, label_smoothing: ignored.
+            noisy: the distorted copy of ``x`` to denoise. The training module makes it
+                from :attr:`train_distortion` (the model never imports ``ferkit.data``);
+                ``None`` reconstructs ``x`` from itself.
+        """
         clean = x.clamp(0, 1)
-        noisy = self.corrupt(clean, training=self.training)
-        return F.binary_cross_entropy_with_logits(self.logits(noisy), clean), None
+        src = clean if noisy is None else noisy
+        return F.binary_cross_entropy_with_logits(self.logits(src), clean), None
 
 
 def _load_dae_weights(dae: LiDAE, path: str) -> None:
@@ -211,16 +212,32 @@ class LiHybrid(nn.Module):
     def forward(self, x):
         return self.vgg(self.dae(x))
 
-    def compute_loss(self, x, y, module):
-        """Cross-entropy (the module's class weights / smoothing) + optional reconstruction term."""
+    @property
+    def train_distortion(self) -> str | None:
+        """The DAE's corruption spec when the loss has a reconstruction term, else None."""
+        return self.dae.train_distortion if self.recon_weight > 0 and not self.freeze_dae else None
+
+    def compute_loss(self, x, y, *, class_weights=None, label_smoothing=0.0, noisy=None):
+        """Cross-entropy on ``vgg(dae(x))`` + ``recon_weight`` x the DAE's reconstruction BCE.
+
+        Args:
+            x: faces (B, C, H, W) in [0, 1]; y: class indices (B,).
+            class_weights: per-class weights (K,) for the cross-entropy, or None.
+            label_smoothing: cross-entropy label smoothing in [0, 1).
+            noisy: distorted copy of ``x`` for the reconstruction term (hybrid B with
+                ``recon_weight`` > 0 only; see :attr:`train_distortion`).
+
+        Returns:
+            ``(loss, logits (B, K))``.
+        """
         if self.freeze_dae and not int(self.dae_loaded) and not self._warned:
             warnings.warn("li-hybrid-a is training with a randomly initialised frozen DAE (no "
                           "dae_checkpoint given); train li-dae first for real runs", stacklevel=2)
             self._warned = True
         logits = self(x)
-        loss = F.cross_entropy(logits, y, weight=module.class_w, label_smoothing=module.hparams.label_smoothing)
+        loss = F.cross_entropy(logits, y, weight=class_weights, label_smoothing=label_smoothing)
         if self.recon_weight > 0 and not self.freeze_dae:
-            loss = loss + self.recon_weight * self.dae.compute_loss(x, y, module)[0]
+            loss = loss + self.recon_weight * self.dae.compute_loss(x, noisy=noisy)[0]
         return loss, logits
 
 
@@ -230,7 +247,7 @@ def li_vgg(num_classes=7, in_chans=1, input_size=48, **kw):
     return LiVGG(num_classes, in_chans, input_size, **kw)
 
 
-@register_model(_UNIT, tags=("li",))
+@register_model(_UNIT, tags=("li", AUTOENCODER))
 def li_dae(num_classes=7, in_chans=1, input_size=48, **kw):
     """Li's denoising autoencoder (conv 16/24, 2 pools, 2 up-samples, sigmoid); [0,1] in and out."""
     return LiDAE(in_chans, **kw)

@@ -108,8 +108,26 @@ def register_model(input_config: InputConfig, name: str | None = None, tags: tup
 
 
 def list_models() -> list[str]:
+    """Names of every registered model, sorted."""
     _import_families()
     return sorted(_REGISTRY)
+
+
+#: Tag marking a model trained to reconstruct its input (no class logits).
+AUTOENCODER = "autoencoder"
+
+
+def model_task(name: str) -> str:
+    """``"reconstruct"`` for autoencoders (tagged :data:`AUTOENCODER`), else ``"classify"``.
+
+    The one place that answers "is this an autoencoder?": training (which metrics to
+    log), the end-of-run report, robustness sweeps and ``denoise-preview`` all ask it,
+    for a fresh model and for a checkpoint alike (both carry the model name).
+
+    Raises:
+        FerkitError: ``name`` is not registered.
+    """
+    return "reconstruct" if AUTOENCODER in get_entry(name).tags else "classify"
 
 
 def get_entry(name: str) -> ModelEntry:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ferkit.errors import FerkitError
-from ferkit.models.registry import InputConfig, create_model, get_entry, register_model
+from ferkit.models.registry import AUTOENCODER, InputConfig, create_model, get_entry, register_model
 
 _MIRRORABLE = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Dropout, nn.Dropout2d, nn.Identity)
 
@@ -118,9 +118,15 @@ class TiedAutoencoder(nn.Module):
         h, trace = self.encode(x)
         return torch.sigmoid(self.decode(h, trace))
 
-    def compute_loss(self, x, y, module=None):
-        """Reconstruction loss against the [0, 1] input; labels ``y`` are ignored."""
-        h, trace = self.encode(x)
+    def compute_loss(self, x, y=None, *, class_weights=None, label_smoothing=0.0, noisy=None):
+        """Reconstruction loss (``mse`` or ``bce``) against ``x``; returns ``(loss, None)``.
+
+        Args:
+            x: images (B, C, H, W) in [0, 1] (clamped), the target.
+            y, class_weights, label_smoothing: ignored (no labels in pre-training).
+            noisy: optional distorted copy of ``x`` to encode instead (denoising); None = ``x``.
+        """
+        h, trace = self.encode(x if noisy is None else noisy)
         logits = self.decode(h, trace)
         target = x.clamp(0.0, 1.0)
         if self.loss == "bce":
@@ -190,7 +196,7 @@ def load_encoder_weights(model: nn.Module, path) -> int:
 _PLAIN = InputConfig(size=64, channels=1, mean=(0.0,), std=(1.0,))
 
 
-@register_model(_PLAIN, tags=("autoencoder",))
+@register_model(_PLAIN, tags=(AUTOENCODER,))
 def wiranata_cae(num_classes=7, in_chans=1, input_size=64, loss="mse", **kw):
     """Wiranata convolutional autoencoder (conv 32-64-128, tied-weight decoder), task reconstruct."""
     return mirror_autoencoder(wiranata_features(in_chans), loss=loss)
@@ -202,7 +208,7 @@ def wiranata_cnn(num_classes=7, in_chans=1, input_size=64, cae_checkpoint=None, 
     return WiranataCNN(num_classes, in_chans, input_size, cae_checkpoint=cae_checkpoint)
 
 
-@register_model(InputConfig(size=48, channels=1, mean=(0.0,), std=(1.0,)), tags=("autoencoder",))
+@register_model(InputConfig(size=48, channels=1, mean=(0.0,), std=(1.0,)), tags=(AUTOENCODER,))
 def cae(num_classes=7, in_chans=1, input_size=48, backbone="boulis-baseline", backbone_kwargs=None,
         loss="mse", **kw):
     """Tied-weight CAE around any registered CNN's ``features`` (kwarg backbone=NAME)."""

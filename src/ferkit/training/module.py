@@ -2,8 +2,12 @@
 
 Backbones stay plain ``nn.Module``s. A backbone that needs its own objective
 (autoencoders, hybrids with auxiliary losses) defines
-``compute_loss(x, y, module) -> (loss, logits | None)``; otherwise the loss is
-(weighted) cross-entropy on the logits.
+``compute_loss(x, y, *, class_weights, label_smoothing, noisy) -> (loss, logits | None)``
+with plain arguments (it never sees this module); otherwise the loss is (weighted)
+cross-entropy on the logits. A denoising model names the corruption it learns to
+undo in ``train_distortion``; this module makes the ``noisy`` copy from it, so
+models need nothing from ``ferkit.data``. Whether a model classifies or
+reconstructs comes from the registry (:func:`ferkit.models.registry.model_task`).
 
 Two optional regularisers for classifiers, both recipe fields:
 
@@ -29,7 +33,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ferkit.data.transforms import make_augment, prepare_batch, to_float
 from ferkit.errors import FerkitError
 from ferkit.labels import FER7
-from ferkit.models.registry import create_model
+from ferkit.models.registry import create_model, model_task
 
 
 class FerLitModule(L.LightningModule):
@@ -58,7 +62,6 @@ class FerLitModule(L.LightningModule):
         teacher: str | list[str] | None = None,
         distill_alpha: float = 0.5,
         distill_temperature: float = 2.0,
-        task: str = "classify",
         channels_last: bool = False,
         input_config: dict | None = None,  # filled in from the model, saved for loading
     ):
@@ -72,6 +75,7 @@ class FerLitModule(L.LightningModule):
             # A wrong model_kwargs entry (unknown name, out-of-range value) is a usage error.
             raise FerkitError(f"model {model_name!r} rejects model_kwargs {model_kwargs or {}}: {e}") from None
         self.cfg = self.model.input_config
+        self.task = model_task(model_name)
         self.save_hyperparameters()
         self.hparams.input_config = self.cfg.to_dict()
         self.hparams.labels = list(labels or FER7[:num_classes])
@@ -165,13 +169,16 @@ class FerLitModule(L.LightningModule):
     def _step(self, batch, stage: str):
         x, y, soft = (*batch, None) if len(batch) == 2 else batch
         if hasattr(self.model, "compute_loss"):
-            loss, logits = self.model.compute_loss(x, y, self)
+            loss, logits = self.model.compute_loss(
+                x, y, class_weights=self.class_w, label_smoothing=self.hparams.label_smoothing,
+                noisy=self._noisy(x),
+            )
         else:
             logits = self(x)
             loss = self._classify_loss(logits, y, soft)
         self.log(f"{stage}_loss", loss, on_epoch=True, on_step=False, prog_bar=True, sync_dist=True,
                  batch_size=len(y))
-        if logits is not None:
+        if self.task == "classify":
             acc = self.train_acc if stage == "train" else self.val_acc
             acc(logits.detach(), y)
             self.log(f"{stage}_acc", acc, on_epoch=True, on_step=False, prog_bar=True, batch_size=len(y))
@@ -179,6 +186,20 @@ class FerLitModule(L.LightningModule):
                 self.val_bal_acc(logits.detach(), y)
                 self.log("val_bal_acc", self.val_bal_acc, on_epoch=True, on_step=False, batch_size=len(y))
         return loss
+
+    def _noisy(self, x):
+        """The distorted copy a denoising model reconstructs ``x`` from (None if it names none)."""
+        spec = getattr(self.model, "train_distortion", None)
+        if not spec:
+            return None
+        from ferkit.data.distortions import DistortionAugment, parse_distortion
+
+        clean = x.clamp(0, 1)
+        if self.training:  # every sample distorted, at the spec's severity or a random one
+            return DistortionAugment.from_spec(f"{spec}:p=1")(clean)
+        parts = spec.split(":")
+        # Validation: a fresh seeded stream per batch, so every epoch sees the same noise.
+        return parse_distortion(f"{parts[0]}:{parts[1] if len(parts) > 1 else '3'}", seed=1234)(clean)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

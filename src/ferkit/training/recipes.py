@@ -58,7 +58,6 @@ class Recipe:
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU (oneDNN) and GPU
     init_checkpoint: str | None = None  # initialise the backbone from this checkpoint
     freeze: dict = field(default_factory=dict)  # freezing policy, see ferkit.training.freezing
-    task: str = "classify"  # classify | reconstruct (autoencoders)
     extra: dict = field(default_factory=dict)  # family-specific settings
 
     def __post_init__(self):
@@ -80,10 +79,14 @@ class Recipe:
     @classmethod
     def from_dict(cls, d: dict) -> Recipe:
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+        unknown = set(d) - known - {"task"}
         if unknown:
             raise FerkitError(f"recipe {d.get('name', '?')}: unknown field(s) {sorted(unknown)}")
         d = dict(d)
+        if "task" in d:
+            # Recipes before 0.x carried ``task``; the model's registry entry decides it now
+            # (one answer), so an old config.yaml still loads and a contradiction is caught.
+            _check_legacy_task(d)
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
         return cls(**d)
@@ -98,6 +101,17 @@ class Recipe:
                 raise FerkitError(f"unknown recipe field {k!r}; fields: {', '.join(sorted(d))}")
             d[k] = v
         return Recipe.from_dict(d)
+
+
+def _check_legacy_task(d: dict) -> None:
+    from ferkit.models.registry import model_task
+
+    task = d.pop("task")
+    if "model" in d and task != model_task(d["model"]):
+        raise FerkitError(
+            f"recipe {d.get('name', '?')}: task {task!r} contradicts model {d['model']!r}, which is a "
+            f"{model_task(d['model'])!r} model (drop 'task': the model decides it)"
+        )
 
 
 def _recipe_files() -> dict[str, object]:

@@ -184,7 +184,6 @@ def build_module(recipe: Recipe, labels: list[str], train_targets=None, max_epoc
         teacher=recipe.teacher,
         distill_alpha=recipe.distill_alpha,
         distill_temperature=recipe.distill_temperature,
-        task=recipe.task,
         channels_last=recipe.channels_last,
     )
 
@@ -369,6 +368,7 @@ def finish_run(run_dir: Path, val_ds: FerDataset, labels, wall: float, epochs: i
     from ferkit.evaluation.metrics import classification_report, predict_logits
     from ferkit.evaluation.plots import plot_confusion, plot_curves
     from ferkit.models.checkpoint import load_checkpoint
+    from ferkit.models.registry import model_task
 
     summary = {"run_dir": str(run_dir), "epochs_trained": epochs, "wall_time_s": round(wall, 1),
                "accelerator": accelerator}
@@ -377,7 +377,7 @@ def finish_run(run_dir: Path, val_ds: FerDataset, labels, wall: float, epochs: i
     best = run_dir / "best.ckpt"
     if best.exists():
         model, spec = load_checkpoint(best)
-        if spec.get("hyper_parameters", {}).get("task", "classify") == "classify":
+        if model_task(spec["model"]) == "classify":
             logp, y = predict_logits(model, val_ds, progress=progress)
             rep = classification_report(logp, y, labels)
             plot_confusion(rep["confusion"], labels, run_dir / "confusion_val.png", "validation (best.ckpt)")
