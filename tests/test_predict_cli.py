@@ -52,9 +52,10 @@ def test_folder_with_bad_files_exits_1_and_counts_them(slim, mixed_folder, capsy
         assert set(r["scores"]) == set(FER7) and r["label"] in FER7 and len(r["box"]) == 4
     summary = err.strip().splitlines()[-1]
     assert "3 image(s) (1 with no face)" in summary and "2 face(s)" in summary
-    assert "2 input(s) skipped" in summary
-    assert "1 corrupt or unreadable image" in summary and "1 not an image or video file" in summary
-    assert "broken.jpg" in err and "notes.txt" in err  # one line per skipped input
+    assert "1 input(s) skipped: 1 corrupt or unreadable image" in summary
+    # A text file beside the photos is harmless: ignored and counted, not an error.
+    assert "1 file(s) ignored: 1 not an image or video file (notes.txt)" in summary
+    assert "skipped " + str(mixed_folder / "broken.jpg") in err  # one line per skipped input
 
 
 def test_all_good_inputs_exit_0_csv_format_and_glob(slim, tmp_path, capsys):
@@ -214,6 +215,7 @@ def test_real_ravdess_clip_with_tracking_and_plot(slim, shared_fixtures, tmp_pat
     # One actor: the largest face keeps one track id over the whole clip.
     main_track = max({r["track"] for r in recs}, key=lambda t: sum(r["track"] == t for r in recs))
     assert sum(r["track"] == main_track for r in recs) >= len(frames) - 1
-    assert (plots / f"{clip.stem}_track{main_track}.png").is_file()
-    assert (ann / f"{clip.stem}_annotated.mp4").stat().st_size > 1000
-    assert "1 video(s)" in err
+    base = f"ravdess_Actor_19_{clip.stem}"  # last two folders and the stem
+    assert (plots / f"{base}_track{main_track}.png").is_file()
+    assert (ann / f"{base}_annotated.mp4").stat().st_size > 1000
+    assert "1 video(s)" in err and "wrote 1 annotated file(s) and" in err

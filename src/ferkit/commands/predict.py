@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import glob
-import json
-import os
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 FORMATS = ("jsonl", "csv", "text")
-_GLOB_CHARS = set("*?[")
 
 
 def _wrap(text: str) -> str:
@@ -25,12 +20,18 @@ def add_parser(sub):
         "predict",
         help="recognise facial expressions in images, folders, videos or a webcam",
         description=_wrap(
-            "Find the faces in each input and print one record per face: source, box "
-            "(x, y, w, h), label, confidence and a probability per emotion; for videos also the frame "
-            "index, time and a track id that stays the same for a face across frames. Images with no "
-            "face print nothing (they are counted in the summary). Folders are read recursively and "
-            "one image at a time. Unreadable inputs are reported on stderr and skipped; the summary "
-            "on stderr counts them. Exit code: 0 all inputs read, 1 some were skipped, 2 usage error."
+            "Find the faces in each input and print one record per face: source, face number "
+            "(from 1 within its image or frame), box (x, y, w, h), label, confidence and a "
+            "probability per emotion; for videos also the frame index, the frame's time in the "
+            "container (seconds) and a track id that stays the same for a face across frames. "
+            "Images with no face print nothing (they are counted in the summary). Folders are read "
+            "recursively (symbolic links followed, each file once) and one image at a time; glob "
+            "patterns and folder scans match extensions in any letter case. Inputs that cannot be "
+            "read (corrupt files, broken links, FIFOs, no permission) are reported on stderr and "
+            "skipped; other files met in folders (README.txt, .json sidecars) are ignored and "
+            "counted; a video whose stream ends before its declared length is analysed as far as "
+            "it goes and reported as truncated. Exit code: 0 all inputs read whole, 1 some were "
+            "skipped or truncated, 2 usage error."
         ),
         epilog="examples:\n  ferkit predict --demo\n  ferkit predict photos/ --format csv -o faces.csv\n"
         "  ferkit predict 'shots/**/*.jpg' --save-annotated out/\n"
@@ -41,8 +42,8 @@ def add_parser(sub):
         "inputs",
         nargs="*",
         metavar="INPUT",
-        help="image files, folders (recursive), glob patterns, videos (mp4/avi/mov/mkv), "
-        "or 'demo' for the bundled demo photo",
+        help="image files, folders (recursive), glob patterns, videos (mp4, mov, 3gp, avi, mkv, "
+        "webm, ...), or 'demo' for the bundled demo photo",
     )
     p.add_argument(
         "--demo", action="store_true", help="run on the bundled public-domain demo photo"
@@ -84,10 +85,16 @@ def add_parser(sub):
     )
     p.add_argument("-o", "--output", help="write records to this file instead of stdout")
     p.add_argument(
-        "--save-annotated", metavar="DIR", help="write copies with boxes and labels drawn"
+        "--save-annotated",
+        metavar="DIR",
+        help="write copies with boxes and labels drawn (videos as NAME_annotated.mp4); file "
+        "names are the input's last two folders and stem, made unique within the run",
     )
     p.add_argument(
-        "--plot", metavar="DIR", help="videos: PNG plot of each tracked face's emotions over time"
+        "--plot",
+        metavar="DIR",
+        help="PNG charts: for each image with faces, its faces' emotion scores (NAME_scores.png); "
+        "for videos, each tracked face's emotions over time (NAME_trackN.png)",
     )
     p.add_argument(
         "--every", type=int, default=1, metavar="N", help="videos: analyse every N-th frame"
@@ -113,109 +120,17 @@ def add_parser(sub):
     return p
 
 
-# ----------------------------------------------------------------------------- inputs
+# ----------------------------------------------------------------------------- run
 def demo_image() -> Path:
     return Path(__file__).resolve().parents[1] / "assets" / "astronaut.png"
 
 
-def iter_inputs(items: list[str]):
-    """Yield (kind, path, display name, reason) lazily: kind is image, video or skip."""
-    from ferkit.data.images import is_image_file
-    from ferkit.inference.video import is_video_file
-
-    def classify(path: Path, explicit: bool, name: str):
-        if is_video_file(path):
-            return ("video", path, name, None)
-        if is_image_file(path) or explicit:  # an explicitly named file gets a decode attempt
-            return ("image", path, name, None)
-        return ("skip", path, name, "not an image or video file")
-
-    for item in items:
-        if item == "demo":
-            yield ("image", demo_image(), "astronaut.png", None)
-            continue
-        path = Path(item).expanduser()
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for f in sorted(files):
-                    if f.startswith("."):
-                        continue  # .DS_Store and friends are not inputs
-                    p = Path(root) / f
-                    yield classify(p, False, str(p))
-        elif path.is_file():
-            yield classify(path, True, str(path))
-        elif _GLOB_CHARS & set(item):
-            hits = sorted(glob.iglob(os.path.expanduser(item), recursive=True))
-            files = [h for h in hits if os.path.isfile(h)]
-            if not files:
-                yield ("skip", path, item, "no file matches this pattern")
-            for h in files:
-                yield classify(Path(h), False, h)
-        else:
-            yield ("skip", path, item, "no such file or folder")
-
-
-# ----------------------------------------------------------------------------- output
-class Writer:
-    """Streams records as JSON lines, CSV rows or readable text."""
-
-    def __init__(self, fmt: str, labels: list[str], stream):
-        self.fmt, self.labels, self.stream = fmt, labels, stream
-        self._csv = None
-        if fmt == "csv":
-            cols = [
-                "source",
-                "frame",
-                "time",
-                "track",
-                "face",
-                "x",
-                "y",
-                "w",
-                "h",
-                "label",
-                "confidence",
-            ]
-            self._csv = csv.DictWriter(stream, fieldnames=cols + labels, lineterminator="\n")
-            self._csv.writeheader()
-
-    def write(self, source: str, faces, frame=None, time=None):
-        for i, f in enumerate(faces):
-            rec = {"source": source}
-            if frame is not None:
-                rec.update(frame=frame, time=round(time, 3), track=f.track_id)
-            rec["face"] = i
-            rec.update(f.to_dict())
-            rec.pop("track_id", None)
-            if self.fmt == "jsonl":
-                self.stream.write(json.dumps(rec) + "\n")
-            elif self.fmt == "csv":
-                x, y, w, h = f.box
-                row = {
-                    k: rec.get(k, "") for k in ("source", "frame", "time", "track", "face", "label")
-                }
-                row.update(x=x, y=y, w=w, h=h, confidence=f"{f.confidence:.6f}")
-                row.update({k: f"{v:.6f}" for k, v in f.scores.items()})
-                self._csv.writerow(row)
-            else:
-                where = (
-                    f" frame {frame} ({time:.2f}s) track {f.track_id}" if frame is not None else ""
-                )
-                top = sorted(f.scores.items(), key=lambda kv: -kv[1])[1:3]
-                rest = ", ".join(f"{k} {v:.0%}" for k, v in top)
-                self.stream.write(
-                    f"{source}{where}: face {i + 1} at {tuple(f.box)}: "
-                    f"{f.label} {f.confidence:.0%} ({rest})\n"
-                )
-        self.stream.flush()
-
-
-# ----------------------------------------------------------------------------- run
 def run(args) -> int:
     from tqdm import tqdm
 
     from ferkit.errors import FerkitError
+    from ferkit.inference.inputs import iter_inputs
+    from ferkit.inference.outputs import RecordWriter
     from ferkit.inference.recognizer import Recognizer
 
     items = list(args.inputs)
@@ -232,98 +147,127 @@ def run(args) -> int:
         args.model, backend=args.backend, detector=args.detector, device=args.device,
         mirror=args.mirror,
     )
+    aliases = {"demo": (demo_image(), "astronaut.png")}
     out = open(args.output, "w", newline="") if args.output else sys.stdout
-    stats = Counter()
-    skipped: Counter = Counter()
     quiet = True if args.no_progress else None  # None: tqdm shows bars only on a terminal
-    ctx = _Context(args, rec, Writer(fmt, rec.labels, out), stats, skipped, quiet)
+    job = _Job(args, rec, RecordWriter(fmt, rec.labels, out), quiet)
     try:
-        total = sum(1 for _ in iter_inputs(items))  # names only: cheap, gives the bar a total
+        total = sum(1 for _ in iter_inputs(items, aliases))  # names only: cheap, gives the bar a total
         bar = tqdm(total=total, unit="file", desc="predict", disable=quiet, file=sys.stderr)
         chunk = []
-        for kind, path, name, reason in iter_inputs(items):
-            if kind == "image":
-                chunk.append((path, name))
+        for entry in iter_inputs(items, aliases):
+            if entry.kind == "image":
+                chunk.append(entry)
                 if len(chunk) >= args.batch_size:
-                    ctx.images(chunk, bar)
+                    job.images(chunk, bar)
                     chunk = []
                 continue
             if chunk:
-                ctx.images(chunk, bar)
+                job.images(chunk, bar)
                 chunk = []
-            if kind == "video":
-                ctx.video(path, name)
+            if entry.kind == "video":
+                job.video(entry.path, entry.name)
+            elif entry.kind == "skipped":
+                job.skip(entry.name, entry.problem)
             else:
-                ctx.skip(name, reason)
+                job.ignored[entry.problem.reason].append(entry.name)
             bar.update(1)
         if chunk:
-            ctx.images(chunk, bar)
+            job.images(chunk, bar)
         bar.close()
         if args.webcam is not None:
-            ctx.video(args.webcam, f"webcam:{args.webcam}")
+            job.video(args.webcam, f"webcam:{args.webcam}")
     except KeyboardInterrupt:
         print("ferkit: interrupted; summary so far:", file=sys.stderr)
     finally:
         if args.output:
             out.close()
-    _summary(stats, skipped, rec)
-    return 1 if skipped else 0
+    print(job.summary(), file=sys.stderr)
+    return 1 if job.skipped or job.warned else 0
 
 
-class _Context:
-    def __init__(self, args, rec, writer, stats, skipped, quiet):
-        self.args, self.rec, self.writer, self.stats, self.skipped, self.quiet = (
-            args,
-            rec,
-            writer,
-            stats,
-            skipped,
-            quiet,
-        )
+class _Job:
+    """One predict run: analyses inputs, writes records and files, keeps true counts."""
+
+    def __init__(self, args, rec, writer, quiet):
+        from ferkit.inference.outputs import OutputNames
+
+        self.args, self.rec, self.writer, self.quiet = args, rec, writer, quiet
+        self.stats: Counter = Counter()
+        self.skipped: Counter = Counter()  # reason -> inputs not analysed
+        self.warned: Counter = Counter()  # reason -> inputs analysed only in part
+        self.ignored: defaultdict[str, list[str]] = defaultdict(list)
+        self.names = OutputNames()
         self.annot = Path(args.save_annotated) if args.save_annotated else None
-        if self.annot:
-            self.annot.mkdir(parents=True, exist_ok=True)
+        self.plots = Path(args.plot) if args.plot else None
+        for folder in (self.annot, self.plots):
+            if folder:
+                folder.mkdir(parents=True, exist_ok=True)
 
-    def skip(self, name, reason):
+    def skip(self, name, problem: Exception):
         from tqdm import tqdm
 
-        self.skipped[reason] += 1
-        tqdm.write(f"ferkit: skipped {name}: {reason}", file=sys.stderr)
+        self.skipped[_reason(problem)] += 1
+        tqdm.write(f"ferkit: skipped {_detail(name, problem)}", file=sys.stderr)
+
+    def warn(self, name, problem: Exception):
+        from tqdm import tqdm
+
+        self.warned[_reason(problem)] += 1
+        tqdm.write(f"ferkit: warning: {_detail(name, problem)}", file=sys.stderr)
 
     def images(self, chunk, bar):
         """Decode, detect and classify a chunk of images (one forward pass for all faces)."""
-        from ferkit.data.images import ImageDecodeError
+        from ferkit.errors import FerkitError
 
         arrays, names = [], []
-        for path, name in chunk:
+        for entry in chunk:
             try:
-                arrays.append(self.rec.load_image(path))
-                names.append(name)
-            except ImageDecodeError as e:
-                self.skip(name, _reason(str(e)))
+                arrays.append(self.rec.load_image(entry.path))
+                names.append(entry.name)
+            except FerkitError as e:  # this input only; the batch goes on
+                self.skip(entry.name, e)
                 bar.update(1)
         for name, arr, faces in zip(names, arrays, self.rec.predict_arrays(arrays)):
             self.stats["images"] += 1
             self.stats["faces"] += len(faces)
             self.stats["no_face"] += not faces
             self.writer.write(name, faces)
-            if self.annot:
-                import cv2
-
-                from ferkit.inference.video import annotate
-
-                target = self.annot / _annotated_name(name)
-                cv2.imwrite(str(target), annotate(arr, faces))
+            self._image_files(name, arr, faces)
             bar.update(1)
+
+    def _image_files(self, name, arr, faces):
+        from ferkit.inference.outputs import (
+            OutputError,
+            annotated_image_path,
+            plot_face_scores,
+            write_image,
+        )
+        from ferkit.inference.video import annotate
+
+        try:
+            if self.annot:
+                base = self.names.base(name)
+                write_image(annotated_image_path(self.annot, base, name), annotate(arr, faces))
+                self.stats["annotated"] += 1
+            if self.plots and faces:
+                base = self.names.base(name)
+                plot_face_scores(faces, self.rec.labels, self.plots / f"{base}_scores.png", name)
+                self.stats["plots"] += 1
+        except OutputError as e:
+            self.warn(name, e)
 
     def video(self, source, name):
         from tqdm import tqdm
 
-        from ferkit.errors import DataError
+        from ferkit.inference.outputs import OutputError, open_video_writer
         from ferkit.inference.video import (
             IouTracker,
+            TruncatedVideoError,
+            VideoError,
             annotate,
             frame_count,
+            frame_rate,
             plot_tracks,
             predict_video,
         )
@@ -341,8 +285,7 @@ class _Context:
             disable=self.quiet,
             file=sys.stderr,
         )
-        writer = None
-        frames = 0
+        writer, frames = None, 0
         try:
             for frame, faces in predict_video(
                 self.rec, source, args.every, args.max_frames, tracker
@@ -350,81 +293,70 @@ class _Context:
                 frames += 1
                 self.stats["faces"] += len(faces)
                 self.writer.write(str(name), faces, frame.index, frame.time)
-                if self.annot:
-                    writer = writer or _video_writer(
-                        self.annot, name, frame.rgb, args.every, source
-                    )
-                    writer.write(annotate(frame.rgb, faces))
+                if self.annot and writer is not False:
+                    if writer is None:
+                        h, w = frame.rgb.shape[:2]
+                        path = self.annot / f"{self.names.base(name)}_annotated.mp4"
+                        try:
+                            writer = open_video_writer(path, (w, h), frame_rate(source) / args.every)
+                        except OutputError as e:
+                            self.warn(name, e)
+                            writer = False  # no more attempts for this video
+                    if writer:
+                        writer.write(annotate(frame.rgb, faces))
                 bar.update(1)
-        except DataError as e:
-            self.skip(name, _reason(str(e)))
-            return
+        except TruncatedVideoError as e:
+            self.warn(name, e)  # its readable frames were analysed: counted below
+        except VideoError as e:
+            if not frames:
+                self.skip(name, e)
+                return
+            self.warn(name, e)
         finally:
             bar.close()
-            if writer is not None:
+            if writer:
                 writer.release()
+                self.stats["annotated"] += 1
         self.stats["videos"] += 1
         self.stats["frames"] += frames
         self.stats["tracks"] += len(tracker.all_tracks())
-        if args.plot:
-            stem = "webcam" if isinstance(source, int) else Path(str(name)).stem
-            self.stats["plots"] += len(plot_tracks(tracker, self.rec.labels, args.plot, stem))
+        if self.plots:
+            written = plot_tracks(tracker, self.rec.labels, self.plots, self.names.base(name))
+            self.stats["plots"] += len(written)
+
+    def summary(self) -> str:
+        s = self.stats
+        parts = [f"{s['images']} image(s)" + (f" ({s['no_face']} with no face)" if s["no_face"] else "")]
+        if s["videos"]:
+            parts.append(
+                f"{s['videos']} video(s) ({s['frames']} frames analysed, {s['tracks']} face track(s))"
+            )
+        parts.append(f"{s['faces']} face(s)")
+        line = "ferkit predict: " + ", ".join(parts)
+        if self.annot or self.plots:
+            wrote = [f"{s['annotated']} annotated file(s)"] if self.annot else []
+            wrote += [f"{s['plots']} plot(s)"] if self.plots else []
+            line += "; wrote " + " and ".join(wrote)
+        for what, counts in (("input(s) skipped", self.skipped), ("input(s) with warnings", self.warned)):
+            if counts:
+                why = ", ".join(f"{n} {r}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+                line += f"; {sum(counts.values())} {what}: {why}"
+        if self.ignored:
+            why = ", ".join(
+                f"{len(names)} {r} ({', '.join(Path(n).name for n in names[:3])}"
+                f"{', ...' if len(names) > 3 else ''})"
+                for r, names in sorted(self.ignored.items(), key=lambda kv: -len(kv[1]))
+            )
+            line += f"; {sum(len(v) for v in self.ignored.values())} file(s) ignored: {why}"
+        rec = self.rec
+        return line + f" [model {rec.version}, {rec.backend}, detector {rec.detector.name}]"
 
 
-def _video_writer(folder: Path, name, first_rgb, every: int, source):
-    import cv2
-
-    fps = 25.0
-    if not isinstance(source, int):
-        cap = cv2.VideoCapture(str(source))
-        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        cap.release()
-    h, w = first_rgb.shape[:2]
-    stem = "webcam" if isinstance(source, int) else Path(str(name)).stem
-    return cv2.VideoWriter(
-        str(folder / f"{stem}_annotated.mp4"),
-        cv2.VideoWriter_fourcc(*"mp4v"),
-        max(1.0, fps / every),
-        (w, h),
-    )
+def _reason(problem: Exception) -> str:
+    """The summary category of a problem: its class's ``reason`` (never its message text)."""
+    return getattr(problem, "reason", None) or "unreadable input"
 
 
-def _annotated_name(name: str) -> str:
-    # Flatten the input path so same-named files from different folders do not collide.
-    p = Path(name)
-    parts = [x for x in p.parent.parts if x not in ("/", ".", "..")][-2:]
-    suffix = p.suffix.lower() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".png"
-    return "_".join([*parts, p.stem]) + suffix
-
-
-def _reason(message: str) -> str:
-    """Group one-line error messages into summary categories."""
-    m = message.lower()
-    if "webcam" in m:
-        return "webcam not available"
-    if "too large" in m or "decompression bomb" in m:
-        return "image too large (refused)"
-    if "no such" in m:
-        return "no such file"
-    if "video" in m or "frame" in m or "codec" in m:
-        return "unreadable video"
-    return "corrupt or unreadable image"
-
-
-def _summary(stats: Counter, skipped: Counter, rec) -> None:
-    parts = [
-        f"{stats['images']} image(s)"
-        + (f" ({stats['no_face']} with no face)" if stats["no_face"] else "")
-    ]
-    if stats["videos"]:
-        parts.append(
-            f"{stats['videos']} video(s) ({stats['frames']} frames analysed, {stats['tracks']} face "
-            f"track(s){', %d plot(s)' % stats['plots'] if stats['plots'] else ''})"
-        )
-    parts.append(f"{stats['faces']} face(s)")
-    line = "ferkit predict: " + ", ".join(parts)
-    if skipped:
-        why = ", ".join(f"{n} {r}" for r, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
-        line += f"; {sum(skipped.values())} input(s) skipped: {why}"
-    line += f" [model {rec.version}, {rec.backend}, detector {rec.detector.name}]"
-    print(line, file=sys.stderr)
+def _detail(name: str, problem: Exception) -> str:
+    msg = str(problem)
+    return msg if msg.startswith(str(name)) else f"{name}: {msg}"

@@ -29,6 +29,14 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 class ImageDecodeError(DataError):
     """The bytes are not a decodable image (corrupt, truncated, not an image, too large)."""
 
+    reason = "corrupt or unreadable image"
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """The image has more pixels than ferkit decodes (a decompression bomb guard)."""
+
+    reason = "image too large (refused)"
+
 
 def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
@@ -89,13 +97,13 @@ def decode_image(src, channels: int | None = None) -> np.ndarray:
             im.load()  # forces a full decode so truncation is caught here
             im = _to_uint8_mode(im)
         except Image.DecompressionBombError as e:
-            raise ImageDecodeError(f"{name}: image too large (decompression bomb refused): {e}") from None
+            raise ImageTooLargeError(f"{name}: image too large (decompression bomb refused): {e}") from None
         except FileNotFoundError:
             raise ImageDecodeError(f"{name}: no such file") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise ImageDecodeError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from None
         if im.width * im.height > MAX_PIXELS:
-            raise ImageDecodeError(f"{name}: image too large ({im.width}x{im.height}), refused")
+            raise ImageTooLargeError(f"{name}: image too large ({im.width}x{im.height}), refused")
         arr = np.asarray(im)
         if arr.ndim == 2:
             arr = arr[:, :, None]

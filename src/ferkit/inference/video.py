@@ -12,6 +12,7 @@ moving average, so the label does not flicker between frames.
 from __future__ import annotations
 
 import os
+import time as _time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,17 +22,51 @@ import numpy as np
 
 from ferkit.errors import DataError
 from ferkit.inference.faces import Box, iou
+from ferkit.inference.inputs import VIDEO_EXTENSIONS, is_video_file, sniff_media
 
-VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"}
+__all__ = [
+    "VIDEO_EXTENSIONS", "CameraError", "Frame", "IouTracker", "TruncatedVideoError", "VideoError",
+    "annotate", "frame_count", "frame_rate", "is_video_file", "iter_frames", "open_capture", "plot_tracks",
+    "predict_video",
+]
 
 
-def is_video_file(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+class VideoError(DataError):
+    """A video file that cannot be opened or yields no frame."""
+
+    reason = "unreadable video"
+
+
+class CameraError(VideoError):
+    """A webcam that cannot be opened."""
+
+    reason = "webcam not available"
+
+
+class TruncatedVideoError(VideoError):
+    """The stream ended before the frame count its container declares.
+
+    Raised by :func:`iter_frames` *after* the last readable frame was yielded,
+    so everything readable has been analysed; the caller decides whether a
+    partial result is acceptable. ``frames_read`` and ``frames_declared`` hold
+    the two counts.
+    """
+
+    reason = "truncated video"
+
+    def __init__(self, message: str, frames_read: int, frames_declared: int):
+        super().__init__(message)
+        self.frames_read, self.frames_declared = frames_read, frames_declared
 
 
 @dataclass
 class Frame:
-    """One analysed frame: index in the stream, time in seconds, RGB uint8 pixels."""
+    """One analysed frame: index in the stream, time in seconds, RGB uint8 pixels.
+
+    ``time`` is the container's presentation time of the frame (so variable
+    frame rate files, as phones record, get true times); for webcams it is the
+    wall-clock time since the capture opened.
+    """
 
     index: int
     time: float
@@ -39,10 +74,19 @@ class Frame:
 
 
 def open_capture(source: str | os.PathLike | int) -> cv2.VideoCapture:
-    """Open a video file or a webcam (int index); one-line DataError when impossible."""
+    """Open a video file or a webcam (int index).
+
+    Raises:
+        VideoError: no such file, or not a video OpenCV can read.
+        CameraError: the webcam cannot be opened.
+    """
     what = f"webcam {source}" if isinstance(source, int) else str(source)
     if not isinstance(source, int) and not Path(source).is_file():
-        raise DataError(f"{what}: no such video file")
+        raise VideoError(f"{what}: no such video file")
+    # FFmpeg's own log lines ("partial file", "illegal dc vlc") would repeat, in a
+    # less useful form, the one-line errors and warnings we raise; set the variable
+    # yourself to see them.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:  # OpenCV's own multi-line warnings would repeat our one-line error
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     except AttributeError:
@@ -50,14 +94,9 @@ def open_capture(source: str | os.PathLike | int) -> cv2.VideoCapture:
     cap = cv2.VideoCapture(source if isinstance(source, int) else os.fspath(source))
     if not cap.isOpened():
         cap.release()
-        raise DataError(
-            f"{what}: cannot open "
-            + (
-                "(no such camera?)"
-                if isinstance(source, int)
-                else "(not a video, or an unsupported codec)"
-            )
-        )
+        if isinstance(source, int):
+            raise CameraError(f"{what}: cannot open (no such camera?)")
+        raise VideoError(f"{what}: cannot open (not a video, or an unsupported codec)")
     return cap
 
 
@@ -71,6 +110,32 @@ def frame_count(source) -> int | None:
     return n or None
 
 
+def frame_rate(source, default: float = 25.0) -> float:
+    """Nominal frames per second of a video file (``default`` for webcams and odd files)."""
+    if isinstance(source, int):
+        return default
+    cap = cv2.VideoCapture(os.fspath(source))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    cap.release()
+    return fps if 0 < fps < 1000 else default
+
+
+def _count_slack(source, declared: int) -> int:
+    """Frames a complete file may fall short of its declared count.
+
+    MP4/MOV/3GP index every sample, so FFmpeg's count is exact. Other containers
+    (Matroska, AVI, MPEG) only give a duration, and OpenCV estimates the count
+    as duration x frame rate, which can be off by a frame or two.
+    """
+    try:
+        with open(source, "rb") as f:
+            found = sniff_media(f.read(32))
+    except OSError:
+        found = None
+    exact = found is not None and found[1] in ("mp4", "mov", "3gp")
+    return 0 if exact else max(2, round(0.02 * declared))
+
+
 def iter_frames(
     source: str | os.PathLike | int, every: int = 1, max_frames: int | None = None
 ) -> Iterator[Frame]:
@@ -82,13 +147,20 @@ def iter_frames(
         max_frames: stop after this many frames of the stream (None: until the end).
 
     Raises:
-        DataError: the source cannot be opened, or yields no frame at all.
+        VideoError: the source cannot be opened, or yields no frame at all.
+        CameraError: the webcam cannot be opened.
+        TruncatedVideoError: (after the last readable frame) a file whose stream
+            ends well before the frame count its container declares: cut-off
+            downloads and recordings, damaged media data.
     """
     every = max(1, int(every))
     cap = open_capture(source)
+    camera = isinstance(source, int)
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     fps = fps if 0 < fps < 1000 else 25.0  # webcams and odd files report 0 or nonsense
-    i = 0
+    declared = 0 if camera else int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    start = _time.monotonic()
+    i, last_t, ended = 0, None, False
     try:
         while max_frames is None or i < max_frames:
             if i % every:
@@ -96,16 +168,38 @@ def iter_frames(
             else:
                 ok, bgr = cap.read()
                 if ok:
-                    yield Frame(i, i / fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                    t = _frame_time(cap, camera, start, i, fps, last_t)
+                    last_t = t
+                    yield Frame(i, t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             if not ok:
                 if i == 0:
-                    raise DataError(
+                    raise VideoError(
                         f"{source}: no readable frame (corrupt video or unsupported codec)"
                     )
+                ended = True
                 break
             i += 1
     finally:
         cap.release()
+    if ended and declared and i < declared - _count_slack(source, declared):
+        raise TruncatedVideoError(
+            f"{source}: the stream ends after {i} of the {declared} frames its container "
+            "declares (truncated or damaged file); the frames before the cut were analysed",
+            i, declared,
+        )
+
+
+def _frame_time(cap, camera: bool, start: float, i: int, fps: float, last: float | None) -> float:
+    """Seconds of the frame just read: the container's timestamp when it has a sane one."""
+    if camera:
+        return _time.monotonic() - start
+    t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+    if last is None:
+        return t if np.isfinite(t) and t >= 0 else 0.0
+    if not np.isfinite(t) or t <= last:
+        # A backend without timestamps (or a broken one): step by the nominal rate.
+        return last + 1.0 / fps
+    return t
 
 
 @dataclass
@@ -193,6 +287,10 @@ def predict_video(
 
     Faces carry ``track_id`` and temporally smoothed ``scores``/``label``.
     Pass your own ``tracker`` to read the tracks' histories afterwards.
+
+    Raises:
+        the errors of :func:`iter_frames` (:class:`TruncatedVideoError` after the
+        last readable frame).
     """
     tracker = tracker or IouTracker()
     for frame in iter_frames(source, every, max_frames):
