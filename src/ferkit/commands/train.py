@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+
+OVERRIDE_RULE = """\
+how recipe values resolve (later rows win):
+  1. the recipe file (or the run's config.yaml with --resume)
+  2. --set KEY=VALUE, left to right; a repeated key keeps its last value.
+     --set model_kwargs={a: 1} replaces the whole mapping; --set model_kwargs.a=1
+     changes one entry and keeps the others
+  3. dedicated flags (--epochs, --lr, --batch-size, --seed, --class-weights,
+     --dataset): the more specific option wins over --set (a note says so when
+     both give the field different values); a flag not given changes nothing
+Every value is type- and range-checked, however it was set (--set epochs=abc is
+refused with one line naming the field)."""
+
+# dedicated flag -> recipe field
+FLAG_FIELDS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "seed": "seed",
+               "class_weights": "class_weights", "dataset": "dataset"}
 
 
 def add_parser(sub):
@@ -12,6 +30,8 @@ def add_parser(sub):
         description="Train a named recipe (see 'ferkit recipes') on a dataset folder or CSV. "
         "Writes a run directory with config.yaml, metrics.csv, best.ckpt, last.ckpt, "
         "curves.png and a validation confusion matrix.",
+        epilog=OVERRIDE_RULE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("recipe", nargs="?", help="recipe name or YAML file (omit with --resume)")
     p.add_argument("--data", help="dataset path: FER2013 CSV/folders, class folders, KDEF, RAF-DB...")
@@ -24,35 +44,69 @@ def add_parser(sub):
     p.add_argument("--class-weights", action=argparse_bool(), default=None,
                    help="inverse class-frequency loss weights on/off (default: the recipe's)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override any recipe field (YAML value), e.g. --set augment=li; repeatable")
+                   help="override any recipe field (YAML value), e.g. --set augment=li or "
+                   "--set model_kwargs.width=64; repeatable (see the rule below)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
-    p.add_argument("--devices", type=int, default=1, help="processes/GPUs; >1 uses DDP (default: 1)")
+    p.add_argument("--devices", type=_positive_int, default=1,
+                   help="processes/GPUs; >1 uses DDP (default: 1)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last.ckpt")
-    p.add_argument("--limit-batches", type=float,
-                   help="use only this many (or this fraction of) batches per epoch (smoke tests)")
+    p.add_argument("--limit-batches", type=_batch_limit,
+                   help="use only N batches (a whole number) or this fraction (0 < x < 1) of them per "
+                   "epoch, for training and validation (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def argparse_bool():
-    import argparse
-
     return argparse.BooleanOptionalAction
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
+    return v
+
+
+def _batch_limit(text: str) -> float | int:
+    """A fraction of the batches (0 < x < 1) or a count (a whole number >= 1; 1 = one batch)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1) or a batch count, got {text!r}") from None
+    if not v > 0 or (v >= 1 and not v.is_integer()):
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1) or a whole batch count, got {text}")
+    return int(v) if v >= 1 else v
+
+
+def resolve_overrides(args) -> dict:
+    """``--set`` pairs then the dedicated flags that were given (see OVERRIDE_RULE)."""
+    from ferkit.training.recipes import parse_set
+
+    overrides = parse_set(args.set)
+    for flag, field in FLAG_FIELDS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue  # not given: the recipe's (or --set's) value stands
+        if field in overrides and overrides[field] != value:
+            print(f"ferkit: note: --{flag.replace('_', '-')} {value} wins over --set {field}="
+                  f"{overrides[field]}", file=sys.stderr)
+        overrides.pop(field, None)
+        overrides[field] = value
+    return overrides
 
 
 def run(args) -> int:
     from ferkit.errors import FerkitError
-    from ferkit.training.recipes import parse_set
     from ferkit.training.train import train
 
     if not args.recipe and not args.resume:
         raise FerkitError("give a RECIPE (see 'ferkit recipes') or --resume RUN_DIR")
-    overrides = parse_set(args.set)
-    overrides.update(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                     class_weights=args.class_weights, dataset=args.dataset)
+    overrides = resolve_overrides(args)
     lim = args.limit_batches
-    if lim is not None and lim >= 1:
-        lim = int(lim)
     run_dir = train(
         args.recipe, args.data, args.out, overrides=overrides, device=args.device, devices=args.devices,
         resume=args.resume, limit_train_batches=lim, limit_val_batches=lim, progress=not args.no_progress,

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ferkit.data.presets import PRESETS
 from ferkit.models.registry import InputConfig
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -81,21 +82,6 @@ class BatchAugment(nn.Module):
         )
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-#: Augmentation presets by paper. Li: rotation 0-20 degrees + horizontal flip (rescaling to
-#: [0, 1] is part of every model's preprocessing). Boulis: flip, +-10 degrees, +-10% zoom,
-#: +-10% shifts.
-PRESETS = {
-    "none": dict(rotation=0, zoom=0, shift=0, hflip=False),
-    "flip": dict(rotation=0, zoom=0, shift=0, hflip=True),
-    "li": dict(rotation=20, zoom=0, shift=0, hflip=True),
-    "boulis": dict(rotation=10, zoom=0.1, shift=0.1, hflip=True),
-    # Ours: Boulis' transforms at half the zoom and shift, for small networks that the full
-    # preset over-regularises (the 32-filter baseline stays below its validation accuracy
-    # on the training set with it, and overfits with flips alone).
-    "light": dict(rotation=10, zoom=0.05, shift=0.05, hflip=True),
-}
 
 
 def make_augment(preset: str | None) -> BatchAugment | None:

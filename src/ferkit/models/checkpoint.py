@@ -46,12 +46,24 @@ def read_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FerkitError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise FerkitError(f"{path}: not a readable checkpoint (empty file, 0 bytes); copy or export it again")
     try:
         # Our own files hold plain containers (dicts, lists, tensors) plus Lightning's
         # metadata; weights_only=False is needed for the latter and the file is the user's.
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise FerkitError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        raise FerkitError(
+            f"{path}: not a readable checkpoint, truncated or damaged ({load_failure(e)}); "
+            "copy or export it again"
+        ) from None
+
+
+def load_failure(e: BaseException) -> str:
+    """``Type: first sentence`` of a ``torch.load`` error (torch's run to several lines)."""
+    text = str(e).strip()
+    first = text.splitlines()[0].split(". ")[0][:160] if text else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def load_checkpoint(path, map_location="cpu") -> tuple[nn.Module, dict]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ferkit.errors import FerkitError
+from ferkit.training.recipe_checks import validate as _validate
 
 
 @dataclass
@@ -61,15 +62,7 @@ class Recipe:
     extra: dict = field(default_factory=dict)  # family-specific settings
 
     def __post_init__(self):
-        checks = [
-            (self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay must be in (0, 1), e.g. 0.999"),
-            (self.mixup >= 0, "mixup (the MixUp alpha) must be >= 0; 0 turns it off"),
-            (0 <= self.distill_alpha <= 1, "distill_alpha must be in [0, 1]"),
-            (self.distill_temperature > 0, "distill_temperature must be > 0"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise FerkitError(f"recipe {self.name}: {msg}")
+        _validate(self)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -78,28 +71,42 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> Recipe:
+        if not isinstance(d, dict):
+            raise FerkitError(f"a recipe must be a YAML mapping of field: value, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known - {"task"}
         if unknown:
             raise FerkitError(f"recipe {d.get('name', '?')}: unknown field(s) {sorted(unknown)}")
+        missing = [f for f in ("name", "model") if f not in d]
+        if missing:
+            raise FerkitError(f"recipe {d.get('name', '?')}: missing field(s) {missing}")
         d = dict(d)
         if "task" in d:
             # Recipes before 0.x carried ``task``; the model's registry entry decides it now
             # (one answer), so an old config.yaml still loads and a contradiction is caught.
             _check_legacy_task(d)
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
         return cls(**d)
 
     def override(self, **kv) -> Recipe:
-        """A copy with fields replaced; ``None`` values are ignored (CLI flags not given)."""
+        """A copy with fields replaced, applied in the order given (later wins).
+
+        ``None`` is a value like any other (``ema_decay=None`` turns EMA off); callers
+        pass only what the user set. A dotted key (``model_kwargs.width=64``) replaces
+        one entry of a dict field and keeps the others; a plain key replaces the whole
+        value. Raises :class:`FerkitError` naming the field for an unknown field or a
+        value of the wrong type or range.
+        """
         d = self.to_dict()
         for k, v in kv.items():
-            if v is None:
+            field_name, _, sub = k.partition(".")
+            if field_name not in d:
+                raise FerkitError(f"unknown recipe field {field_name!r}; fields: {', '.join(sorted(d))}")
+            if not sub:
+                d[k] = v
                 continue
-            if k not in d:
-                raise FerkitError(f"unknown recipe field {k!r}; fields: {', '.join(sorted(d))}")
-            d[k] = v
+            if not isinstance(d[field_name], dict):
+                raise FerkitError(f"{k}: {field_name} is not a mapping, so it has no entry {sub!r}")
+            d[field_name] = _set_dotted(dict(d[field_name]), sub.split("."), v)
         return Recipe.from_dict(d)
 
 
@@ -112,6 +119,16 @@ def _check_legacy_task(d: dict) -> None:
             f"recipe {d.get('name', '?')}: task {task!r} contradicts model {d['model']!r}, which is a "
             f"{model_task(d['model'])!r} model (drop 'task': the model decides it)"
         )
+
+
+def _set_dotted(d: dict, path: list[str], value) -> dict:
+    head, rest = path[0], path[1:]
+    if rest:
+        inner = d.get(head)
+        d[head] = _set_dotted(dict(inner) if isinstance(inner, dict) else {}, rest, value)
+    else:
+        d[head] = value
+    return d
 
 
 def _recipe_files() -> dict[str, object]:
@@ -143,11 +160,21 @@ def load_recipe(name_or_path: str) -> Recipe:
 
 
 def parse_set(pairs: list[str] | None) -> dict:
-    """``["lr=0.01", "model_kwargs={width: 64}"]`` -> dict, values parsed as YAML."""
+    """``["lr=0.01", "model_kwargs={width: 64}"]`` -> dict, values parsed as YAML.
+
+    Keys keep the order they were given in, and a repeated key moves to its last
+    place, so :meth:`Recipe.override` applies them left to right (the later wins).
+    """
     out = {}
     for p in pairs or []:
-        if "=" not in p:
+        k, eq, v = p.partition("=")
+        if not eq or not k.strip():
             raise FerkitError(f"--set expects key=value, got {p!r}")
-        k, v = p.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        try:
+            value = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            first = str(e).splitlines()[0]
+            raise FerkitError(f"--set {p}: the value is not valid YAML ({first})") from None
+        out.pop(k.strip(), None)
+        out[k.strip()] = value
     return out

@@ -38,6 +38,7 @@ from ferkit.errors import FerkitError
 from ferkit.labels import FER7
 from ferkit.training.module import FerLitModule
 from ferkit.training.recipes import Recipe, load_recipe
+from ferkit.training.resume import prepare_resume
 
 _RUN_DIR_ENV = "FERKIT_RUN_DIR"  # lets DDP worker processes find the run rank 0 created
 
@@ -231,19 +232,7 @@ def train(
     """
     ckpt_path = None
     if resume:
-        run_dir = Path(resume)
-        cfg_file = run_dir / "config.yaml"
-        if not cfg_file.is_file():
-            raise FerkitError(f"--resume {resume}: not a run directory (no config.yaml)")
-        saved = yaml.safe_load(cfg_file.read_text())
-        recipe = Recipe.from_dict(saved["recipe"])
-        data = data or saved["data"]
-        last = run_dir / "last.ckpt"
-        ckpt_path = str(last) if last.is_file() else None
-        if ckpt_path is None:
-            warnings.warn(f"{run_dir}: no last.ckpt yet, starting the run from scratch", stacklevel=2)
-        if overrides:
-            recipe = recipe.override(**overrides)
+        run_dir, recipe, data, ckpt_path = prepare_resume(resume, data, overrides)
     else:
         recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
         recipe = recipe.override(**(overrides or {}))

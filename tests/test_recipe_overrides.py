@@ -1,0 +1,197 @@
+"""Recipe overrides that apply (--set, flags, resume) and values checked however they are set."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import write_class_tree
+
+from ferkit.cli import build_parser, main
+from ferkit.errors import FerkitError
+from ferkit.training.recipes import Recipe, load_recipe, parse_set
+
+FAST = ["--no-progress", "--device", "cpu"]
+
+
+def _resolve(argv: list[str]) -> dict:
+    from ferkit.commands.train import resolve_overrides
+
+    return resolve_overrides(build_parser().parse_args(["train", "boulis-baseline", *argv]))
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("ferkit: error:")
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_class_tree(tmp_path_factory.mktemp("ovr") / "data", n=4)
+
+
+def test_set_values_reach_config_and_the_run(data, tmp_path):
+    """The named case: --set epochs=2 --set lr=0.5 used to end as the recipe's 60 and 0.001,
+    because the unset --epochs/--lr flags overwrote them with None-turned-default."""
+    argv = ["train", "boulis-baseline", "--data", str(data), "--out", str(tmp_path), "--set", "epochs=2",
+            "--set", "lr=0.5", "--set", "batch_size=8", "--limit-batches", "1", *FAST]
+    assert main(argv) == 0
+    (run,) = tmp_path.iterdir()
+    saved = yaml.safe_load((run / "config.yaml").read_text())["recipe"]
+    assert (saved["epochs"], saved["lr"], saved["batch_size"]) == (2, 0.5, 8)
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted({int(float(r["epoch"])) for r in rows if r.get("val_loss")}) == [0, 1]
+    lrs = [float(v) for r in rows for k, v in r.items() if k.startswith("lr-") and v]
+    assert lrs and lrs[0] == 0.5, lrs  # the optimizer really started at the --set learning rate
+
+
+def test_unset_flags_leave_set_values_alone():
+    ov = _resolve(["--set", "epochs=2", "--set", "lr=0.5", "--set", "seed=7", "--set", "class_weights=true",
+                   "--set", "dataset=fer2013"])
+    assert ov == {"epochs": 2, "lr": 0.5, "seed": 7, "class_weights": True, "dataset": "fer2013"}
+
+
+def test_dedicated_flag_wins_over_set_and_says_so(capsys):
+    ov = _resolve(["--set", "epochs=2", "--epochs", "5", "--set", "lr=0.5", "--no-class-weights"])
+    assert ov == {"epochs": 5, "lr": 0.5, "class_weights": False}
+    assert "--epochs 5 wins over --set epochs=2" in capsys.readouterr().err
+
+
+def test_repeated_set_key_later_wins_and_dotted_keys_merge():
+    assert parse_set(["lr=0.1", "epochs=3", "lr=0.2"]) == {"epochs": 3, "lr": 0.2}
+    r = load_recipe("boulis-vgg16")
+    assert r.model_kwargs.get("weights") == "imagenet"
+    r2 = r.override(**parse_set(["model_kwargs.hidden=[16]", "model_kwargs.weights=null"]))
+    assert r2.model_kwargs == {**r.model_kwargs, "hidden": [16], "weights": None}
+    # a plain key replaces the whole mapping, and a later dotted key then edits that
+    r3 = r.override(**parse_set(["model_kwargs.hidden=[16]", "model_kwargs={a: 1}", "model_kwargs.b=2"]))
+    assert r3.model_kwargs == {"a": 1, "b": 2}
+
+
+def test_null_is_applied_not_ignored():
+    """--set ema_decay=null used to be dropped (None meant 'flag not given'), so EMA stayed on."""
+    r = load_recipe("boulis-baseline").override(ema_decay=0.999, early_stopping_patience=3)
+    r2 = r.override(**parse_set(["ema_decay=null", "early_stopping_patience=null"]))
+    assert r2.ema_decay is None and r2.early_stopping_patience is None
+
+
+def test_yaml_number_spellings_are_numbers():
+    r = load_recipe("boulis-baseline").override(**parse_set(["lr=1e-3", "epochs=3.0", "precision=32"]))
+    assert (r.lr, r.epochs, r.precision) == (0.001, 3, "32")
+    assert isinstance(r.epochs, int)
+
+
+BAD_SETS = [
+    ("epochs=abc", "epochs must be an integer >= 1, got 'abc'"),
+    ("epochs=0", "epochs must be an integer >= 1"),
+    ("epochs=2.5", "epochs must be an integer"),
+    ("lr=-1", "lr must be a number > 0"),
+    ("lr=fast", "lr must be a number > 0"),
+    ("batch_size=0", "batch_size must be an integer >= 1"),
+    ("class_weights=maybe", "class_weights must be true or false"),
+    ("class_weights=1", "class_weights must be true or false"),
+    ("optimizer=rmsprop", "optimizer must be one of adam, adamw, sgd"),
+    ("scheduler=step", "scheduler must be one of plateau, cosine, none"),
+    ("augment=off", "augment must be one of none"),
+    ("augment=rotate", "augment must be one of none"),
+    ("val_fraction=1.5", "val_fraction must be a number in [0, 1)"),
+    ("ema_decay=1", "ema_decay must be a number in (0, 1)"),
+    ("betas=[0.9]", "betas must be two numbers"),
+    ("label_smoothing=1", "label_smoothing must be a number in [0, 1)"),
+    ("seed=-3", "seed must be an integer in [0, "),
+    ("num_workers=-1", "num_workers must be an integer >= 0"),
+    ("precision=fp8", "precision must be one of auto"),
+    ("labels=[happy]", "labels must be a list of at least 2 distinct"),
+    ("in_chans=2", "in_chans must be 1 (gray) or 3 (RGB)"),
+    ("model_kwargs=7", "model_kwargs must be a mapping"),
+    ("epochs=null", "epochs must be an integer >= 1, got None"),
+    ("epochs.x=1", "epochs is not a mapping"),
+    ("nonsense=1", "unknown recipe field 'nonsense'"),
+    ("lr={", "--set lr={: the value is not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("pair", "msg"), BAD_SETS)
+def test_bad_set_values_are_one_line_errors_naming_the_field(pair, msg, tmp_path, capsys):
+    argv = ["train", "boulis-baseline", "--data", str(tmp_path), "--out", str(tmp_path / "runs"), "--set", pair,
+            *FAST]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert msg in line, line
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("argv", "msg"), [
+    (["--epochs", "0"], "epochs must be an integer >= 1, got 0"),
+    (["--lr", "0"], "lr must be a number > 0, got 0.0"),
+    (["--batch-size", "-4"], "batch_size must be an integer >= 1"),
+    (["--seed", "-1"], "seed must be an integer in [0, "),
+])
+def test_bad_flag_values_are_checked_like_set_values(argv, msg, tmp_path, capsys):
+    assert main(["train", "boulis-baseline", "--data", str(tmp_path), *argv, *FAST]) == 2
+    assert msg in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("argv", [["--devices", "0"], ["--limit-batches", "0"], ["--limit-batches", "-1"],
+                                  ["--limit-batches", "2.5"]])
+def test_bad_run_flags_are_usage_errors(argv, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "boulis-baseline", "--data", str(tmp_path), *argv])
+    assert e.value.code == 2
+    assert "expected" in capsys.readouterr().err
+
+
+def test_yaml_recipe_file_is_checked(tmp_path, capsys):
+    f = tmp_path / "mine.yaml"
+    f.write_text(yaml.safe_dump({**load_recipe("boulis-baseline").to_dict(), "name": "mine", "momentum": "high"}))
+    assert main(["train", str(f), "--data", str(tmp_path), *FAST]) == 2
+    assert "recipe mine: momentum must be a number in [0, 1), got 'high'" in _one_error_line(capsys)
+    f.write_text("- just\n- a list\n")
+    assert main(["train", str(f), "--data", str(tmp_path), *FAST]) == 2
+    assert "must be a YAML mapping" in _one_error_line(capsys)
+
+
+def test_every_field_is_type_checked():
+    """A new recipe field gets a type check from its annotation: a value of no sensible type is
+    refused for every field, naming it."""
+    base = load_recipe("boulis-baseline").to_dict()
+    for f in dataclasses.fields(Recipe):
+        with pytest.raises(FerkitError, match=rf"^recipe \S+: {f.name} must be "):
+            Recipe.from_dict({**base, f.name: {1, 2}})
+
+
+def test_every_shipped_recipe_passes_its_checks():
+    from ferkit.training.recipes import list_recipes
+
+    assert len(list_recipes()) > 10
+
+
+def test_resume_overrides_are_checked_and_cannot_change_the_network(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    rec = load_recipe("boulis-baseline").to_dict()
+    (run / "config.yaml").write_text(yaml.safe_dump({"recipe": rec, "data": str(tmp_path)}))
+    assert main(["train", "--resume", str(run), "--set", "epochs=abc", *FAST]) == 2
+    assert "epochs must be an integer >= 1, got 'abc'" in _one_error_line(capsys)
+    assert main(["train", "--resume", str(run), "--set", "model_kwargs.width=8", *FAST]) == 2
+    line = _one_error_line(capsys)
+    assert "model_kwargs cannot change in a resumed run" in line and "start a new run" in line
+
+
+def test_help_states_the_override_rule(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "later rows win" in out and "more specific option wins over --set" in out
+
+
+def test_docs_state_the_override_rule():
+    root = Path(__file__).resolve().parents[1]
+    for doc in (root / "docs" / "training.md", root / "README.md"):
+        assert "--set" in doc.read_text() and "wins over" in doc.read_text(), doc
