@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -126,11 +127,7 @@ def demo_image() -> Path:
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
     from ferkit.errors import FerkitError
-    from ferkit.inference.inputs import iter_inputs
-    from ferkit.inference.outputs import RecordWriter
     from ferkit.inference.recognizer import Recognizer
 
     items = list(args.inputs)
@@ -148,7 +145,17 @@ def run(args) -> int:
         mirror=args.mirror,
     )
     aliases = {"demo": (demo_image(), "astronaut.png")}
-    out = open(args.output, "w", newline="") if args.output else sys.stdout
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(args.output, "w", newline="")) if args.output else sys.stdout
+        return _predict_all(args, rec, items, aliases, fmt, out)
+
+
+def _predict_all(args, rec, items, aliases, fmt, out) -> int:
+    from tqdm import tqdm
+
+    from ferkit.inference.inputs import iter_inputs
+    from ferkit.inference.outputs import RecordWriter
+
     quiet = True if args.no_progress else None  # None: tqdm shows bars only on a terminal
     job = _Job(args, rec, RecordWriter(fmt, rec.labels, out), quiet)
     try:
@@ -179,9 +186,6 @@ def run(args) -> int:
             job.video(args.webcam, f"webcam:{args.webcam}")
     except KeyboardInterrupt:
         print("ferkit: interrupted; summary so far:", file=sys.stderr)
-    finally:
-        if args.output:
-            out.close()
     print(job.summary(), file=sys.stderr)
     return 1 if job.skipped or job.warned else 0
 

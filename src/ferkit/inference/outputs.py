@@ -181,7 +181,7 @@ def plot_face_scores(faces, labels: list[str], path: Path, title: str) -> Path:
         ax.barh(labels, vals, color=["tab:green" if lab == f.label else "tab:gray" for lab in labels])
         ax.set_xlim(0, 1)
         ax.invert_yaxis()
-        ax.set_title(f"face {number} at {tuple(f.box)}", fontsize=9)
+        ax.set_title(f"face {number}: {f.label} {f.confidence:.0%}", fontsize=9)
         ax.tick_params(labelsize=8)
     more = f" (first 12 of {len(faces)} faces)" if len(faces) > 12 else ""
     fig.suptitle(f"{title}{more}", fontsize=10)
