@@ -74,7 +74,7 @@ def test_iou_and_merge():
 
 def test_get_detector_names_cache_and_errors():
     assert get_detector("default").name == faces.DEFAULT_DETECTOR
-    assert get_detector("haar") is get_detector("haar")  # cached per thread
+    assert get_detector("haar") is get_detector("haar")  # built once, shared
     with pytest.raises(FerkitError, match="unknown face detector"):
         get_detector("yolo")
     img = np.zeros((30, 40, 3), np.uint8)
@@ -126,9 +126,9 @@ def test_haar_profile_passes_run_only_when_the_frontal_cascade_misses(shared_fix
     passes = []
     run = det._run
 
-    def counting_run(cascade, gray):
-        passes.append("profile" if cascade is det._profile else "frontal")
-        return run(cascade, gray)
+    def counting_run(cascade, gray, min_side=None):
+        passes.append("profile" if cascade is det._native()[1] else "frontal")
+        return run(cascade, gray, min_side)
 
     det._run = counting_run
     assert len(det.detect(_kdef(shared_fixtures, "AF01ANS.JPG"))) == 1
@@ -162,3 +162,32 @@ def test_haar_frontal_cascade_is_selectable_and_alt2_by_default(shared_fixtures)
     assert iou(boxes["alt2"][0], boxes["alt"][0]) > 0.7
     with pytest.raises(ValueError, match="alt2"):
         HaarDetector(frontal="alt3")
+
+
+# ----------------------------------------------------------------------------- registry
+def test_register_detector_adds_a_name_to_get_detector_help_and_cli(capsys):
+    from ferkit.cli import main
+
+    @faces.register_detector("test-corner", "a fixed box in the corner (test only)")
+    class Corner(faces.FaceDetector):
+        name = "test-corner"
+        thread_safe = True
+
+        def _detect(self, image, min_side):
+            return [(0, 0, 10, 10)]
+
+    try:
+        assert "test-corner" in faces.list_detectors()
+        assert get_detector("TEST-corner").detect(np.zeros((20, 20, 3), np.uint8)) == [(0, 0, 10, 10)]
+        with pytest.raises(ValueError, match="already registered"):
+            faces.register_detector("test-corner", "again")(Corner)
+        with pytest.raises(SystemExit):
+            main(["predict", "--help"])
+        # argparse wraps at hyphens too ("haar-\nfull"): undo the wrapping.
+        help_text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
+        for name in faces.list_detectors():  # every registered detector is in the help
+            assert f"{name}:" in help_text, name
+        assert "a fixed box in the corner (test only)" in help_text
+    finally:
+        faces._DETECTORS.pop("test-corner", None)
+        faces._cache.pop("test-corner", None)

@@ -62,14 +62,17 @@ def add_parser(sub):
         help="inference engine (default auto: onnxruntime on the CPU when the ferkit[onnx] "
         "extra is installed, about 4x PyTorch's CPU speed, same scores to 1e-4; else torch)",
     )
+    from ferkit.inference.faces import DEFAULT_MIN_FACE, detector_help
+
+    p.add_argument("--detector", default="default", help=f"face detector: {detector_help()}")
     p.add_argument(
-        "--detector",
-        default="default",
-        help="face detector: default (haar: frontal alt2 cascade, profile cascades only when it "
-        "finds no face), haar-full (all three cascades on every image: group photos with "
-        "profile faces), haar-fast (coarser pyramid: faster, misses more hard faces), "
-        "haar-frontal, mtcnn (optional extra), or none for inputs that are "
-        "already face crops",
+        "--min-face",
+        type=int,
+        default=None,
+        metavar="PX",
+        help=f"smallest face side in pixels to find, at any image size (default "
+        f"{DEFAULT_MIN_FACE}; smaller costs detection time on large photos, 0 = fastest, "
+        "big faces only)",
     )
     p.add_argument(
         "--mirror",
@@ -139,10 +142,12 @@ def run(args) -> int:
         )
     if args.every < 1 or args.batch_size < 1:
         raise FerkitError("--every and --batch-size must be at least 1")
+    if args.min_face is not None and args.min_face < 0:
+        raise FerkitError("--min-face must be 0 or more pixels")
     fmt = args.format or ("text" if args.demo and not args.inputs else "jsonl")
     rec = Recognizer.from_pretrained(
         args.model, backend=args.backend, detector=args.detector, device=args.device,
-        mirror=args.mirror,
+        mirror=args.mirror, min_face=args.min_face,
     )
     aliases = {"demo": (demo_image(), "astronaut.png")}
     with contextlib.ExitStack() as stack:

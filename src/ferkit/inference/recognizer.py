@@ -20,6 +20,7 @@ Nothing is loaded when this module is imported; weights are read by
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class Recognizer:
         margin: float = FER_MARGIN,
         detect_threads: int | None = None,
         mirror: bool = False,
+        min_face: int | None = None,
     ):
         if (model is None) == (session is None):
             raise ValueError("give exactly one of model (torch) or session (onnxruntime)")
@@ -97,12 +99,14 @@ class Recognizer:
         self.margin = margin
         self.mirror = bool(mirror)
         self.detector = get_detector(detector)
-        # Detectors named by string can be rebuilt in other threads (get_detector caches
-        # one per thread), so predict_batch detects several images in parallel; a
-        # caller's own detector instance may not be thread-safe and runs serially.
-        self._detector_name = detector if isinstance(detector, str) else None
+        self.min_face = self.detector.min_face if min_face is None else int(min_face)
+        if self.min_face < 0:
+            raise FerkitError(f"min_face must be 0 or more pixels, got {min_face}")
+        # Every FaceDetector is safe to share between threads (faces.FaceDetector), so
+        # predict_batch detects several images in parallel with the same instance.
         self.detect_threads = max(1, int(detect_threads or min(4, os.cpu_count() or 1)))
         self._detect_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._model, self._session = model, session
         cfg = input_config
         self._mean = np.asarray(cfg.mean, np.float32).reshape(1, -1, 1, 1)
@@ -119,6 +123,7 @@ class Recognizer:
         device: str = "cpu",
         threads: int | None = None,
         mirror: bool = False,
+        min_face: int | None = None,
     ) -> Recognizer:
         """Load the shipped model ("default") or a checkpoint / ``.onnx`` file.
 
@@ -136,6 +141,11 @@ class Recognizer:
             mirror: also classify every face's mirror image and average the two
                 probability vectors (test-time augmentation; the shipped model gains
                 about 0.9 points on FER2013 PublicTest, the classifier does twice the work).
+            min_face: smallest face side in pixels of the input image that detection
+                must find, at any image size (default 40,
+                :data:`ferkit.inference.faces.DEFAULT_MIN_FACE`). Smaller values cost
+                detection time on large photos (docs/face-detection.md has figures);
+                0 detects on a copy shrunk to 320 px only (fastest, big faces only).
 
         Raises:
             FerkitError: missing or unreadable model, unknown backend/detector.
@@ -163,6 +173,7 @@ class Recognizer:
                 session=sess,
                 detector=detector,
                 mirror=mirror,
+                min_face=min_face,
             )
         from ferkit.models.checkpoint import load_checkpoint
 
@@ -175,6 +186,7 @@ class Recognizer:
             version=version,
             detector=detector,
             mirror=mirror,
+            min_face=min_face,
         )
         if backend == "onnx":
             from ferkit.inference.export import onnx_bytes, onnx_session
@@ -192,34 +204,45 @@ class Recognizer:
         return cls(model=model, device=device, **common)
 
     # --------------------------------------------------------------- inference
-    def predict(self, image, *, color: str = "rgb") -> list[Face]:
+    def predict(self, image, *, color: str = "rgb", min_face: int | None = None) -> list[Face]:
         """Faces in one image, largest first; ``[]`` when there is none.
 
         Args:
-            image: path, PIL image, encoded bytes, or numpy array (RGB unless ``color="bgr"``).
+            image: path, PIL image, encoded bytes, base64 text, or numpy array (RGB
+                unless ``color="bgr"``); see :meth:`load_image`.
             color: "rgb" or "bgr"; only used for 3-channel numpy arrays.
+            min_face: smallest face side in pixels to find (None: ``self.min_face``).
 
         Raises:
             ferkit.data.images.ImageDecodeError: unreadable, corrupt or too large image.
+            FerkitError: an input of an unsupported type, shape or dtype.
         """
-        return self.predict_batch([image], color=color)[0]
+        return self.predict_batch([image], color=color, min_face=min_face)[0]
 
-    def predict_batch(self, images: Iterable, *, color: str = "rgb") -> list[list[Face]]:
+    def predict_batch(
+        self, images: Iterable, *, color: str = "rgb", min_face: int | None = None
+    ) -> list[list[Face]]:
         """Faces of several images; all faces of all images go through the model together.
 
         Faces are classified in forward passes of up to :data:`MAX_BATCH` faces
         (one pass for any ordinary batch). A bad image raises; decode images
-        yourself with :func:`load_image` to skip bad ones.
+        yourself with :meth:`load_image` to skip bad ones.
         """
         arrays = [self.load_image(im, color=color) for im in images]
-        return self.predict_arrays(arrays)
+        return self.predict_arrays(arrays, min_face=min_face)
 
     def predict_arrays(
-        self, arrays: Sequence[np.ndarray], boxes: Sequence[Sequence[Box]] | None = None
+        self,
+        arrays: Sequence[np.ndarray],
+        boxes: Sequence[Sequence[Box]] | None = None,
+        min_face: int | Sequence[int] | None = None,
     ) -> list[list[Face]]:
-        """Detect (unless ``boxes`` are given) and classify decoded uint8 RGB/gray arrays."""
+        """Detect (unless ``boxes`` are given) and classify decoded uint8 RGB/gray arrays.
+
+        ``min_face`` is one value for all arrays or one per array (pixels of that array).
+        """
         if boxes is None:
-            boxes = self.detect_all(arrays)
+            boxes = self.detect_all(arrays, min_face=min_face)
         crops, owner = [], []
         for i, (arr, bxs) in enumerate(zip(arrays, boxes)):
             for b in bxs:
@@ -233,19 +256,30 @@ class Recognizer:
             out[i].append(self._face(box, p))
         return out
 
-    def detect_all(self, arrays: Sequence[np.ndarray]) -> list[list[Box]]:
+    def detect_all(
+        self, arrays: Sequence[np.ndarray], min_face: int | Sequence[int] | None = None
+    ) -> list[list[Box]]:
         """Face boxes of each decoded image; several images are detected in parallel threads.
 
         OpenCV releases the GIL while a cascade or network runs, so with
         ``detect_threads`` > 1 the images of a batch (for example the requests the
-        HTTP service groups together) keep every core busy instead of one.
+        HTTP service groups together) keep every core busy instead of one. The
+        detector is shared by those threads (every FaceDetector is thread-safe).
         """
-        if len(arrays) < 2 or self.detect_threads < 2 or self._detector_name is None:
-            return [self.detector.detect(a) for a in arrays]
-        if self._detect_pool is None:
-            self._detect_pool = ThreadPoolExecutor(self.detect_threads, thread_name_prefix="ferkit-detect")
-        name = self._detector_name
-        return list(self._detect_pool.map(lambda a: get_detector(name).detect(a), arrays))
+        if min_face is None or isinstance(min_face, (int, np.integer, float)):
+            sides = [self.min_face if min_face is None else int(min_face)] * len(arrays)
+        else:
+            sides = [self.min_face if m is None else int(m) for m in min_face]
+            if len(sides) != len(arrays):
+                raise FerkitError(f"{len(sides)} min_face values for {len(arrays)} images")
+        if len(arrays) < 2 or self.detect_threads < 2:
+            return [self.detector.detect(a, m) for a, m in zip(arrays, sides)]
+        with self._pool_lock:  # two threads calling at once must not build two pools
+            if self._detect_pool is None:
+                self._detect_pool = ThreadPoolExecutor(
+                    self.detect_threads, thread_name_prefix="ferkit-detect"
+                )
+        return list(self._detect_pool.map(self.detector.detect, arrays, sides))
 
     def classify_faces(self, crops) -> np.ndarray:
         """Class probabilities (N, num_classes) for pre-cropped faces.
