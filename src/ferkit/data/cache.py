@@ -8,7 +8,14 @@ Invalidation: the key hashes the index fingerprint -- every file's path, size
 and modification time (the CSV's for FER2013-CSV) -- with the decode size,
 channel count and cache format version. Editing, adding or removing a file
 changes the key, so a stale cache is never read; old entries are simply left
-behind (``ferkit cache --clear`` removes them).
+behind (delete the folder's files freely).
+
+Damage: the ``.json`` also records the array's shape, dtype and CRC-32. An
+entry whose bytes changed in place (same size, so no fingerprint notices), whose
+array has another shape (8x8 faces in a 48x48 entry) or whose files do not
+parse is reported in one warning line and decoded again from the images, never
+used: a silently damaged cache once took ``ferkit evaluate`` from 0.598 to 0.355.
+CRC-32 costs ~0.06 s for FER2013's 66 MB training array, a tenth of reading it.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import hashlib
 import json
 import os
 import warnings
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +35,7 @@ from ferkit.data.images import convert_channels, resize_square
 from ferkit.data.sources import Index
 from ferkit.errors import DataError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: shape, dtype and CRC-32 in the .json
 
 
 def cache_dir() -> Path:
@@ -50,14 +58,11 @@ def decode_index(
     key = cache_key(index, size, channels)
     d = cache_dir()
     npy, meta_path = d / f"{key}.npy", d / f"{key}.json"
-    if use_cache and npy.exists() and meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-            images = np.load(npy)  # read fully into memory: epochs index it at random
-            if images.shape[0] == len(meta["kept"]):
-                return images, meta["kept"], meta["skipped"]
-        except (OSError, ValueError, KeyError):
-            pass  # damaged entry: rebuild below
+    if use_cache and npy.exists():
+        cached, problem = _read_entry(npy, meta_path, len(index), (size, size, channels))
+        if cached is not None:
+            return cached
+        warnings.warn(f"decode cache {npy} is damaged ({problem}); decoding the images again", stacklevel=2)
     out = np.empty((len(index), size, size, channels), dtype=np.uint8)
     kept: list[int] = []
     skipped: Counter = Counter()
@@ -88,13 +93,47 @@ def decode_index(
             stacklevel=2,
         )
     if use_cache:
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            tmp = npy.with_name(npy.name + f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, images)
-            os.replace(tmp, npy)  # atomic: readers never see a half-written cache
-            meta_path.write_text(json.dumps({"kept": kept, "skipped": dict(skipped), "root": index.root}))
-        except OSError as e:
-            warnings.warn(f"decode cache not written ({d}: {e})", stacklevel=2)
+        _write_entry(npy, meta_path, images, {"kept": kept, "skipped": dict(skipped), "root": index.root})
     return images, kept, dict(skipped)
+
+
+def _crc(images: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(images).data)
+
+
+def _read_entry(npy: Path, meta_path: Path, n_items: int, face_shape: tuple[int, int, int]):
+    """((images, kept, skipped), None) for a sound entry, else (None, what is wrong)."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        kept, skipped = meta["kept"], meta["skipped"]
+        want_shape = (len(kept), *face_shape)
+        if tuple(meta["shape"]) != want_shape or meta["dtype"] != "uint8":
+            return None, f"index says shape {tuple(meta['shape'])} {meta['dtype']}, expected {want_shape} uint8"
+        images = np.load(npy, allow_pickle=False)  # read fully into memory: epochs index it at random
+    except FileNotFoundError:
+        return None, f"{meta_path.name} is missing"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return None, f"unreadable: {type(e).__name__}"
+    if images.shape != want_shape or images.dtype != np.uint8:
+        return None, f"array of shape {images.shape} {images.dtype}, expected {want_shape} uint8"
+    if not all(isinstance(i, int) and 0 <= i < n_items for i in kept) or kept != sorted(set(kept)):
+        return None, "item positions out of range"
+    if _crc(images) != meta.get("crc32"):
+        return None, "checksum mismatch: its bytes changed after it was written"
+    return (images, kept, skipped), None
+
+
+def _write_entry(npy: Path, meta_path: Path, images: np.ndarray, meta: dict) -> None:
+    """Array then index, each written to a temporary name and renamed (readers never see half)."""
+    meta = {**meta, "shape": list(images.shape), "dtype": str(images.dtype), "crc32": _crc(images)}
+    try:
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        tmp = npy.with_name(npy.name + f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, images)
+        os.replace(tmp, npy)
+        tmp = meta_path.with_name(meta_path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, meta_path)
+    except OSError as e:
+        warnings.warn(f"decode cache not written ({npy.parent}: {e})", stacklevel=3)

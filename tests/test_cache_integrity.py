@@ -1,0 +1,98 @@
+"""The decode cache never serves damaged bytes: changed in place, wrong shape, broken index."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from conftest import write_class_tree
+
+from ferkit.data.cache import cache_dir, decode_index
+from ferkit.data.dataset import load_index
+
+
+@pytest.fixture
+def index(tmp_path, monkeypatch):
+    monkeypatch.setenv("FERKIT_CACHE", str(tmp_path / "cache"))
+    root = write_class_tree(tmp_path / "data", n=3, splits=())
+    return load_index(root, "all")
+
+
+def _decode(index):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images, kept, _ = decode_index(index, 48, 1, progress=False)
+    return images, kept, [str(w.message) for w in caught]
+
+
+def _entry(index):
+    (npy,) = cache_dir().glob("*.npy")
+    return npy, npy.with_suffix(".json")
+
+
+def _damage_in_place(npy, how):
+    raw = bytearray(npy.read_bytes())
+    header = len(raw) - 21 * 48 * 48  # np.save's header precedes the pixels
+    if how == "changed":
+        for i in range(header, len(raw), 97):
+            raw[i] ^= 0x5A
+    else:  # zeroed pixels
+        raw[header:] = bytes(len(raw) - header)
+    npy.write_bytes(bytes(raw))  # same size: the fingerprint (paths, sizes, mtimes) cannot notice
+
+
+@pytest.mark.parametrize("how", ["changed", "zeroed"])
+def test_bytes_changed_in_place_are_detected_and_redecoded(index, how):
+    good, kept, msgs = _decode(index)
+    assert not msgs and good.shape == (21, 48, 48, 1)
+    npy, _ = _entry(index)
+    size = npy.stat().st_size
+    _damage_in_place(npy, how)
+    assert npy.stat().st_size == size
+    images, kept2, msgs = _decode(index)
+    assert len(msgs) == 1 and "is damaged (checksum mismatch" in msgs[0] and str(npy) in msgs[0]
+    assert np.array_equal(images, good) and kept2 == kept
+    _, _, msgs = _decode(index)  # the entry was rewritten: sound again, no warning
+    assert not msgs
+
+
+def test_array_of_the_wrong_shape_is_refused(index):
+    good, _, _ = _decode(index)
+    npy, _ = _entry(index)
+    np.save(npy, np.zeros((21, 8, 8, 1), np.uint8))  # 8x8 faces in a 48x48 entry
+    images, _, msgs = _decode(index)
+    assert len(msgs) == 1 and "array of shape (21, 8, 8, 1) uint8, expected (21, 48, 48, 1)" in msgs[0]
+    assert np.array_equal(images, good)
+
+
+def test_consistent_but_wrong_index_is_refused(index):
+    good, _, _ = _decode(index)
+    npy, meta = _entry(index)
+    np.save(npy, np.zeros((21, 8, 8, 1), np.uint8))
+    m = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**m, "shape": [21, 8, 8, 1]}))
+    images, _, msgs = _decode(index)
+    assert len(msgs) == 1 and "expected (21, 48, 48, 1) uint8" in msgs[0]
+    assert np.array_equal(images, good)
+
+
+@pytest.mark.parametrize("damage", ["garbage json", "no json", "bad kept", "float array", "truncated npy"])
+def test_other_damage_is_redecoded(index, damage):
+    good, _, _ = _decode(index)
+    npy, meta = _entry(index)
+    if damage == "garbage json":
+        meta.write_text("{not json")
+    elif damage == "no json":
+        meta.unlink()
+    elif damage == "bad kept":
+        m = json.loads(meta.read_text())
+        meta.write_text(json.dumps({**m, "kept": [5] * 21}))
+    elif damage == "float array":
+        np.save(npy, good.astype(np.float32))
+    else:
+        npy.write_bytes(npy.read_bytes()[:500])
+    images, _, msgs = _decode(index)
+    assert len(msgs) == 1 and "is damaged" in msgs[0] and "\n" not in msgs[0]
+    assert np.array_equal(images, good)
