@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset

@@ -5,10 +5,12 @@ import time
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 import torch
+from conftest import write_class_tree, write_fer_csv
 from PIL import Image
 
-from conftest import write_class_tree, write_fer_csv
 from ferkit.data import FerDataset, build_dataset, class_weights, detect_source, load_index
 from ferkit.data.images import ImageDecodeError, decode_image
 from ferkit.data.splits import group_split, stratified_split

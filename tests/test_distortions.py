@@ -6,6 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 import torch
 from conftest import face_like
 

@@ -23,6 +23,8 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 import torch
 import yaml
 from conftest import face_like, write_class_tree, write_fer_csv

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime", reason="optional extra ferkit[onnx] not installed")
+pytest.importorskip("torch", reason="exporting needs the train extra (PyTorch, onnx)")
+pytest.importorskip("onnx", reason="exporting needs the train extra (PyTorch, onnx)")
 
 from test_recognizer import ASTRONAUT, make_slim
 

@@ -16,7 +16,7 @@ from ferkit.inference.faces import (
     iou,
     merge_boxes,
 )
-from ferkit.models.registry import InputConfig
+from ferkit.models.input_config import InputConfig
 
 GRAY48 = InputConfig(size=48, channels=1)
 RGB64 = InputConfig(size=64, channels=3)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 import torch
 import torch.nn.functional as F
 from conftest import write_class_tree

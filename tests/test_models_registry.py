@@ -1,6 +1,8 @@
 """Every registered model: forward + backward on a tiny batch at its declared input size."""
 
 import pytest
+
+pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 import torch
 
 from ferkit.models import create_model, get_entry, list_models

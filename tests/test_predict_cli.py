@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_recognizer import ASTRONAUT, make_slim, png_bomb
+from test_recognizer import ASTRONAUT, png_bomb, stand_in_model
 
 from ferkit.cli import main
 from ferkit.inference import pretrained
@@ -20,7 +20,7 @@ from ferkit.labels import FER7
 
 @pytest.fixture(scope="module")
 def slim(tmp_path_factory):
-    return str(make_slim(tmp_path_factory.mktemp("cli") / "tiny.pt"))
+    return str(stand_in_model(tmp_path_factory.mktemp("cli") / "tiny.pt"))
 
 
 @pytest.fixture
@@ -187,6 +187,7 @@ def test_bad_inputs_and_usage_errors(slim, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_real_ravdess_clip_with_tracking_and_plot(slim, shared_fixtures, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="--plot needs the plot extra")
     clip = shared_fixtures / "ravdess" / "Actor_19" / "01-01-08-02-01-01-19.mp4"
     if not clip.is_file():
         pytest.skip(f"{clip} not available")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 from PIL import Image
 
 from ferkit.data.dataset import FerDataset, load_index

@@ -8,6 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 import torch
 
 from ferkit.data.dataset import FerDataset, load_index

@@ -1,6 +1,8 @@
 """Training regularisers kept as recipe fields: distillation, MixUp, EMA weights."""
 
 import pytest
+
+pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 import torch
 import torch.nn.functional as F
 from conftest import write_class_tree

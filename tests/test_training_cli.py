@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
+import torch
 from conftest import write_class_tree
+
 from ferkit.cli import main
 from ferkit.training.train import AtomicCheckpointIO
 

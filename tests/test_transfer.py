@@ -10,6 +10,8 @@ from __future__ import annotations
 import urllib.error
 
 import pytest
+
+pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 import torch
 from torch import nn
 

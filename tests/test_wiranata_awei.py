@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 import torch
 from PIL import Image
 from torch import nn

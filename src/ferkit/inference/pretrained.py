@@ -1,9 +1,16 @@
-"""Where the shipped model lives, and turning a model reference into a file path.
+"""Where the shipped models live, and turning a model reference into a file path.
 
-The default model is a slim weight file (``ferkit.models.checkpoint.save_slim``)
-inside the package, ``ferkit/weights/default.pt``: installing ferkit installs
-it, and loading it needs no network. Nothing here reads it; callers load the
-path they get back, when they need the model.
+Each shipped model is two files inside the package, ``ferkit/weights/``:
+
+* ``<name>.onnx``: what inference runs (onnxruntime, no PyTorch needed: the base
+  install). Labels, input config, version and the checkpoint's meta travel in its
+  metadata (:mod:`ferkit.inference.onnx_runtime`).
+* ``<name>.pt``: the slim torch file (``ferkit.models.checkpoint.save_slim``), the
+  source of truth the ONNX file is exported from (``ferkit export --shipped``). It
+  stays for fine-tuning, distillation teachers, evaluation and the GPU backend.
+
+Installing ferkit installs them and loading needs no network. Nothing here reads
+them; callers load the path they get back, when they need the model.
 """
 
 from __future__ import annotations
@@ -16,21 +23,32 @@ from ferkit.errors import FerkitError
 #: Folder of the shipped weight files (package data ``ferkit/weights/*``).
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
-#: Names of shipped models -> file name inside :data:`WEIGHTS_DIR`.
-PRETRAINED = {"default": "default.pt"}
+#: Names of shipped models -> file stem inside :data:`WEIGHTS_DIR` (``<stem>.onnx``
+#: and ``<stem>.pt``).
+PRETRAINED = {"default": "default"}
+
+_SUFFIX = {"onnx": ".onnx", "torch": ".pt"}
+
+
+def shipped_path(name: str, fmt: str = "onnx") -> Path:
+    """Where shipped model ``name`` lives in format ``fmt`` ("onnx" or "torch"); may not exist."""
+    return WEIGHTS_DIR / (PRETRAINED[name] + _SUFFIX[fmt])
 
 
 def list_pretrained() -> list[str]:
-    """Names of the shipped models whose weight file is actually installed."""
-    return [n for n, f in PRETRAINED.items() if (WEIGHTS_DIR / f).is_file()]
+    """Names of the shipped models with at least one of their files installed."""
+    return [n for n in PRETRAINED if any(shipped_path(n, f).is_file() for f in _SUFFIX)]
 
 
-def resolve_pretrained(name: str | os.PathLike = "default") -> Path:
+def resolve_pretrained(name: str | os.PathLike = "default", *, prefer: str = "torch") -> Path:
     """Path of a shipped model ("default") or of a user's checkpoint / exported file.
 
     Args:
         name: a shipped model name, or a path to ``best.ckpt``, a slim ``.pt``
             or an exported ``.onnx`` file.
+        prefer: for a shipped model, which of its files: "torch" (the ``.pt``, for
+            training, evaluation and the torch backend) or "onnx" (for onnxruntime).
+            The other file is returned when the preferred one is not installed.
 
     Raises:
         FerkitError: unknown name, missing file, or the shipped weights are not
@@ -38,13 +56,14 @@ def resolve_pretrained(name: str | os.PathLike = "default") -> Path:
     """
     key = os.fspath(name)
     if key in PRETRAINED:
-        path = WEIGHTS_DIR / PRETRAINED[key]
-        if not path.is_file():
-            raise FerkitError(
-                f"the shipped {key!r} model is not installed ({path} is missing); "
-                "pass a checkpoint with --model PATH, or reinstall ferkit"
-            )
-        return path
+        order = ("torch", "onnx") if prefer == "torch" else ("onnx", "torch")
+        for fmt in order:
+            if shipped_path(key, fmt).is_file():
+                return shipped_path(key, fmt)
+        raise FerkitError(
+            f"the shipped {key!r} model is not installed ({shipped_path(key, order[0])} is "
+            "missing); pass a checkpoint with --model PATH, or reinstall ferkit"
+        )
     path = Path(key).expanduser()
     if path.is_file():
         return path

@@ -130,11 +130,13 @@ class Recognizer:
         Args:
             name_or_path: "default", a ``best.ckpt``, a slim ``.pt``, an exported
                 ``.onnx`` file, or a ``ferkit train`` run folder.
-            backend: "auto" (default: "onnx" when the model runs on the CPU and
-                onnx + onnxruntime are installed, the ``ferkit[onnx]`` extra; else
-                "torch"), "torch", or "onnx" (onnxruntime; a torch checkpoint is
-                converted in memory). Both give the same probabilities to 1e-4; on a
-                2-core CPU onnxruntime classifies about 4x more faces per second.
+            backend: "auto" (default: "onnx" on the CPU: the shipped model's ``.onnx``
+                file, or a checkpoint converted in memory when PyTorch and onnx are
+                installed; "torch" on a GPU or when a checkpoint cannot be converted),
+                "torch" (needs ``ferkit[train]``), or "onnx" (onnxruntime). Both give the
+                same probabilities to 1e-4; on a 2-core CPU onnxruntime classifies about
+                4x more faces per second. On the CPU with the shipped model or an
+                ``.onnx`` file, PyTorch is never imported.
             detector: face detector name ("default", "haar", "mtcnn", "none", ...).
             device: torch device ("cpu", "cuda", "auto"); the onnx backend runs on CPU.
             threads: onnxruntime intra-op threads (default 2).
@@ -148,21 +150,25 @@ class Recognizer:
                 0 detects on a copy shrunk to 320 px only (fastest, big faces only).
 
         Raises:
-            FerkitError: missing or unreadable model, unknown backend/detector.
+            FerkitError: missing or unreadable model, unknown backend/detector, or a
+                PyTorch checkpoint / backend / GPU without PyTorch installed.
         """
         from ferkit.inference.pretrained import model_version, resolve_pretrained
-        from ferkit.models.registry import InputConfig
+        from ferkit.models.input_config import InputConfig
 
         backend = backend.lower()
         if backend not in ("auto", "torch", "onnx"):
             raise FerkitError(f"unknown backend {backend!r}; choose auto, torch or onnx")
-        path = resolve_pretrained(name_or_path)
+        # A shipped model has an .onnx (base install) and a .pt file: PyTorch gets the
+        # .pt, everything on the CPU the .onnx, so "auto" on a CPU never imports torch.
+        wants_torch = backend == "torch" or (backend == "auto" and _pick_device(device) != "cpu")
+        path = resolve_pretrained(name_or_path, prefer="torch" if wants_torch else "onnx")
         if backend == "auto":
             backend = resolve_backend(path, device)
         if path.suffix.lower() == ".onnx":
             if backend != "onnx":
                 raise FerkitError(f"{path}: an ONNX file needs backend='onnx' (--backend onnx)")
-            from ferkit.inference.export import onnx_session
+            from ferkit.inference.onnx_runtime import onnx_session
 
             sess, meta = onnx_session(path, threads=threads or 2)
             return cls(
@@ -175,6 +181,9 @@ class Recognizer:
                 mirror=mirror,
                 min_face=min_face,
             )
+        if backend == "torch" and wants_torch and os.fspath(name_or_path) != os.fspath(path):
+            _require_torch("the torch backend" if _pick_device(device) == "cpu" else f"device {device!r}")
+        _require_torch(f"{path}: loading a PyTorch checkpoint")
         from ferkit.models.checkpoint import load_checkpoint
 
         model, spec = load_checkpoint(path)
@@ -356,7 +365,7 @@ class Recognizer:
 
     def _forward_once(self, x: np.ndarray) -> np.ndarray:
         if self._session is not None:
-            from ferkit.inference.export import softmax
+            from ferkit.inference.onnx_runtime import softmax
 
             return softmax(self._session.run(None, {"input": x})[0])
         import torch
@@ -392,27 +401,53 @@ def _is_pil(obj) -> bool:
 
 
 def onnx_available() -> bool:
-    """Whether the onnx backend can run here (the ``ferkit[onnx]`` extra is installed)."""
-    import importlib.util
+    """Whether a PyTorch checkpoint can be converted to run on onnxruntime here.
 
-    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+    That needs PyTorch, the ``onnx`` package (both in the ``train`` extra) and
+    onnxruntime (a base dependency). ONNX files themselves only need onnxruntime.
+    """
+    return all(_importable(m) for m in ("torch", "onnx", "onnxruntime"))
 
 
 def resolve_backend(path: str | os.PathLike, device: str = "cpu") -> str:
     """What ``backend="auto"`` means for a model file on a device: "onnx" or "torch".
 
-    ONNX files always run on onnxruntime. A torch model runs on onnxruntime when it
-    would run on the CPU and the onnx extra is installed (about 4x PyTorch's CPU
-    throughput for the shipped model, benchmarks/bench_inference.py); on a GPU, or
-    without onnxruntime, it stays on PyTorch.
+    ONNX files (the shipped models' default form) always run on onnxruntime. A
+    torch checkpoint runs on onnxruntime when it would run on the CPU and it can be
+    converted here (:func:`onnx_available`; about 4x PyTorch's CPU throughput for
+    the shipped model, benchmarks/bench_inference.py); on a GPU, or without the
+    converter, it stays on PyTorch.
     """
     if Path(path).suffix.lower() == ".onnx":
         return "onnx"
     return "onnx" if _pick_device(device) == "cpu" and onnx_available() else "torch"
 
 
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a None entry in sys.modules (blocked)
+        return False
+
+
+def _require_torch(what: str) -> None:
+    """Raise a one-line FerkitError naming the extra when PyTorch is not installed."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise FerkitError(
+            f"{what} needs PyTorch, which is not installed: pip install 'ferkit[train]' "
+            "(or run an exported .onnx model: 'ferkit export MODEL' where torch is installed)"
+        ) from None
+
+
 def _pick_device(device: str) -> str:
     if device == "auto":
+        # Without PyTorch there is no GPU backend: "auto" is the CPU (onnxruntime).
+        if not _importable("torch"):
+            return "cpu"
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,68 @@
+"""What a model expects as input: square side, channels and normalisation.
+
+Kept free of PyTorch (only the standard library) so that the ONNX inference path,
+which reads the input config from a model file's metadata, never imports torch.
+``ferkit.models.registry`` re-exports both names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """What a model expects: square side in pixels, channels, normalisation, framing.
+
+    Pixels are scaled to [0, 1] and then normalised with ``(x - mean) / std``.
+
+    ``crop_from`` (optional) is for models trained on crops of a larger face: the
+    face is brought to ``crop_from`` x ``crop_from`` pixels (FER2013's 48) and the
+    model sees a ``size`` x ``size`` part of it -- random crops in training, the
+    centre crop (or ten crops, :mod:`ferkit.data.crops`) at evaluation and
+    inference. Datasets decode at :attr:`frame` = ``crop_from or size``.
+    Khaireddin & Chen (2021) train their FER2013 VGG on 40x40 crops of the 48x48 faces.
+
+    Raises:
+        ValueError: ``crop_from`` smaller than ``size``.
+    """
+
+    size: int = 48
+    channels: int = 1
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    crop_from: int | None = None
+
+    def __post_init__(self):
+        if self.crop_from is not None and int(self.crop_from) < self.size:
+            raise ValueError(f"crop_from={self.crop_from} is smaller than the input size {self.size}")
+        if self.crop_from is not None:
+            # one spelling per framing: a "crop" of the whole face is no crop
+            object.__setattr__(self, "crop_from", None if self.crop_from == self.size else int(self.crop_from))
+        # Broadcast a one-value mean/std to every channel.
+        if len(self.mean) == 1 and self.channels > 1:
+            object.__setattr__(self, "mean", self.mean * self.channels)
+        if len(self.std) == 1 and self.channels > 1:
+            object.__setattr__(self, "std", self.std * self.channels)
+
+    @property
+    def frame(self) -> int:
+        """Side of the whole face before any crop: what datasets decode and detectors cut."""
+        return int(self.crop_from or self.size)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputConfig:
+        return cls(
+            size=int(d["size"]),
+            channels=int(d["channels"]),
+            mean=tuple(d.get("mean", (0.0,))),
+            std=tuple(d.get("std", (1.0,))),
+            # absent in files written before crops existed: the model sees the whole face
+            crop_from=int(d["crop_from"]) if d.get("crop_from") else None,
+        )
+
+
+IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}

@@ -1,0 +1,124 @@
+"""The shipped ONNX files: self-describing, in step with their ``.pt``, and equal to it.
+
+The metadata and staleness checks need only onnxruntime (they run in the light CI
+install); the parity and re-export checks need PyTorch and skip without it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ferkit.inference import pretrained
+from ferkit.inference.onnx_runtime import onnx_session
+from ferkit.labels import FER7
+from ferkit.models.input_config import InputConfig
+
+ASTRONAUT = pretrained.WEIGHTS_DIR.parent / "assets" / "astronaut.png"
+SHIPPED = [n for n in pretrained.PRETRAINED if pretrained.shipped_path(n, "torch").is_file()]
+
+pytestmark = pytest.mark.skipif(not SHIPPED, reason="shipped weights not installed")
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_pt_has_an_onnx_exported_from_it(name):
+    onnx_path = pretrained.shipped_path(name, "onnx")
+    assert onnx_path.is_file(), f"run 'ferkit export --shipped' to create {onnx_path}"
+    sess, meta = onnx_session(onnx_path)
+    raw = sess.get_modelmeta().custom_metadata_map
+    # The .onnx records the hash of the .pt it came from: a replaced .pt without a
+    # re-export fails here, in every install, torch or not.
+    assert raw["ferkit.source_sha256"] == _sha256(pretrained.shipped_path(name, "torch")), (
+        f"{onnx_path} is stale: run 'ferkit export --shipped'"
+    )
+    assert meta["labels"] == list(FER7)
+    cfg = InputConfig.from_dict(meta["input_config"])
+    assert cfg == InputConfig(size=48, channels=1, mean=(0.5,), std=(0.5,))
+    assert meta["model"] == "boulis-baseline" and meta["version"] == meta["meta"]["version"]
+    # The batch axis is dynamic and the output is one logit per label.
+    for n in (1, 5):
+        assert sess.run(None, {"input": np.zeros((n, 1, 48, 48), np.float32)})[0].shape == (n, 7)
+
+
+def test_default_resolves_to_onnx_for_inference_and_pt_for_torch():
+    assert pretrained.resolve_pretrained("default", prefer="onnx").suffix == ".onnx"
+    assert pretrained.resolve_pretrained("default").suffix == ".pt"  # training, evaluation
+
+
+def test_resolve_falls_back_to_the_installed_file(monkeypatch, tmp_path):
+    (tmp_path / "default.pt").write_bytes(b"x")
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    assert pretrained.resolve_pretrained("default", prefer="onnx") == tmp_path / "default.pt"
+    (tmp_path / "default.pt").unlink()
+    (tmp_path / "default.onnx").write_bytes(b"x")
+    assert pretrained.resolve_pretrained("default", prefer="torch") == tmp_path / "default.onnx"
+    assert pretrained.list_pretrained() == ["default"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_onnx_matches_the_pt_within_1e4(name):
+    pytest.importorskip("torch", reason="parity needs the train extra (PyTorch)")
+    from ferkit.inference.recognizer import Recognizer
+
+    rt = Recognizer.from_pretrained(name, backend="torch")
+    ro = Recognizer.from_pretrained(name)  # auto on the CPU: the shipped .onnx
+    assert (rt.backend, ro.backend) == ("torch", "onnx")
+    assert ro.labels == rt.labels and ro.version == rt.version
+    assert ro.input_config == rt.input_config
+    crops = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
+    pt, po = rt.classify_faces(crops), ro.classify_faces(crops)
+    assert np.abs(pt - po).max() <= 1e-4
+    assert pt.max(1).mean() > 0.3  # a trained model, not near-uniform outputs
+    ft, fo = rt.predict(ASTRONAUT), ro.predict(ASTRONAUT)
+    assert [f.box for f in ft] == [f.box for f in fo] and len(ft) == 1
+    assert max(abs(ft[0].scores[k] - fo[0].scores[k]) for k in FER7) <= 1e-4
+
+
+def test_export_shipped_regenerates_a_model_the_same_way(monkeypatch, tmp_path, capsys):
+    pytest.importorskip("torch", reason="exporting needs the train extra")
+    pytest.importorskip("onnx", reason="exporting needs the train extra")
+    from test_recognizer import make_slim
+
+    from ferkit.cli import main
+
+    make_slim(tmp_path / "default.pt", seed=3)
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    assert main(["export", "--shipped"]) == 0
+    assert "max |probability difference|" in capsys.readouterr().out
+    sess, meta = onnx_session(tmp_path / "default.onnx")
+    raw = sess.get_modelmeta().custom_metadata_map
+    assert raw["ferkit.source_sha256"] == _sha256(tmp_path / "default.pt")
+    assert meta["version"].startswith("boulis-baseline-")
+    assert main(["export", "--shipped", "nonexistent"]) == 2
+    assert main(["export"]) == 2  # neither a model nor --shipped
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_fp16_weights_are_stored_as_fp16_and_compute_the_same(tmp_path):
+    pytest.importorskip("torch", reason="exporting needs the train extra")
+    pytest.importorskip("onnx", reason="exporting needs the train extra")
+    from test_recognizer import make_slim
+
+    from ferkit.inference.export import export_model
+    from ferkit.models.checkpoint import load_checkpoint
+
+    src = make_slim(tmp_path / "m.pt", seed=1)
+    half = export_model(src, "torch", tmp_path / "half.pt", half=True)["path"]
+    full = export_model(src, "onnx", tmp_path / "full.onnx")  # fp32 weights: stay fp32
+    small = export_model(half, "onnx", tmp_path / "half.onnx")  # fp16-exact: stored as fp16
+    assert small["max_abs_diff"] <= 1e-5
+    assert small["bytes"] < 0.6 * full["bytes"]
+    model, _ = load_checkpoint(half)
+    import torch
+
+    x = np.random.default_rng(0).standard_normal((4, 1, 48, 48)).astype(np.float32)
+    sess, _ = onnx_session(small["path"])
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert np.abs(sess.run(None, {"input": x})[0] - want).max() <= 1e-4
