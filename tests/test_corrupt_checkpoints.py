@@ -6,6 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+# Trains or loads checkpoints: the train extra (PyTorch, Lightning).
+pytest.importorskip("lightning", reason="needs the train extra (PyTorch, Lightning)")
 from conftest import write_class_tree
 
 from ferkit.cli import main

@@ -7,6 +7,9 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+
+# Trains or loads checkpoints: the train extra (PyTorch, Lightning).
+pytest.importorskip("lightning", reason="needs the train extra (PyTorch, Lightning)")
 import yaml
 from conftest import write_class_tree
 
