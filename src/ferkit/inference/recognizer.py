@@ -8,10 +8,20 @@
     for face in rec.predict("photo.jpg"):
         print(face.box, face.label, face.confidence)
 
-Image inputs: a file path, a ``PIL.Image``, encoded bytes (JPEG/PNG/...), or a
-numpy uint8 array (H, W[, C]). **Numpy arrays are taken as RGB** (the
-convention of PIL, matplotlib, scikit-image and torchvision); pass
-``color="bgr"`` for frames read by OpenCV (``cv2.imread``, ``VideoCapture``).
+Image inputs: a file path, a ``PIL.Image``, encoded bytes (JPEG/PNG/...), base64
+text of them (or a ``data:image/...;base64,`` URI), or a numpy array (H, W[, C]).
+**Numpy arrays are taken as RGB** (the convention of PIL, matplotlib, scikit-image
+and torchvision); pass ``color="bgr"`` for frames read by OpenCV (``cv2.imread``,
+``VideoCapture``). Arrays of other dtypes are scaled by bit depth (uint16 65535 ->
+255, float 0-1 -> 0-255), never clipped; empty arrays and odd shapes or values raise
+one :class:`~ferkit.data.images.ImageDecodeError` naming the problem. Files larger
+than :data:`ferkit.data.images.MAX_PIXELS` are refused from their header, before
+their pixels are decoded.
+
+Thread safety: one Recognizer (and any detector from
+:mod:`ferkit.inference.faces`) may be shared by many threads; results equal serial
+ones. Video helpers that follow one stream (``IouTracker``) hold per-stream state:
+use one per stream.
 
 Nothing is loaded when this module is imported; weights are read by
 :meth:`Recognizer.from_pretrained`.
@@ -308,27 +318,37 @@ class Recognizer:
     # ----------------------------------------------------------------- helpers
     @staticmethod
     def load_image(image, *, color: str = "rgb") -> np.ndarray:
-        """Any supported input -> uint8 (H, W, C) RGB or gray array."""
+        """Any supported input -> uint8 (H, W, C) RGB or gray array.
+
+        Inputs: a file path; encoded bytes; base64 text of them (or a ``data:`` URI);
+        a ``PIL.Image``; a numpy array (H, W[, C]) with C = 1, 2, 3 or 4 of any
+        numeric dtype (16-bit and float images are scaled by bit depth,
+        :func:`ferkit.data.images.to_uint8`; transparency is put on white).
+
+        Raises:
+            ferkit.data.images.ImageDecodeError: missing, unreadable or too large
+                file; empty array, or one of unsupported shape, dtype or values.
+            FerkitError: an input of another type, or a bad ``color``.
+        """
         from ferkit.data.images import decode_image
 
-        if isinstance(image, (str, os.PathLike)) and not Path(image).exists():
-            raise FerkitError(f"{image}: no such file")
         if isinstance(image, np.ndarray):
             if color.lower() not in ("rgb", "bgr"):
                 raise FerkitError(f"color must be 'rgb' or 'bgr', not {color!r}")
             if image.ndim == 3 and image.shape[2] in (3, 4) and color.lower() == "bgr":
-                image = image[:, :, 2::-1]  # BGR(A) -> RGB, alpha dropped
+                order = [2, 1, 0] if image.shape[2] == 3 else [2, 1, 0, 3]
+                image = image[:, :, order]  # BGR(A) -> RGB(A)
         elif not isinstance(
             image, (str, os.PathLike, bytes, bytearray, memoryview)
         ) and not _is_pil(image):
             raise FerkitError(
                 f"unsupported image input {type(image).__name__}: use a path, bytes, "
-                "a PIL image or a numpy array"
+                "base64 text, a PIL image or a numpy array (H, W[, C])"
             )
         return decode_image(image)
 
     def _to_batch(self, crops) -> np.ndarray:
-        from ferkit.data.images import convert_channels, resize_square
+        from ferkit.data.images import convert_channels, image_from_array, resize_square
 
         cfg = self.input_config
         if (
@@ -341,11 +361,10 @@ class Recognizer:
         else:
             fixed = []
             for c in crops:
-                c = np.asarray(c)
-                c = c[:, :, None] if c.ndim == 2 else c[:, :, :3]
-                fixed.append(
-                    resize_square(convert_channels(c.astype(np.uint8), cfg.channels), cfg.size)
-                )
+                # Same checks and bit-depth scaling as whole images (a float 0-1 crop
+                # cast to uint8 was all zeros, a uint16 one wrapped around).
+                c = image_from_array(np.asarray(c))
+                fixed.append(resize_square(convert_channels(c, cfg.channels), cfg.size))
             if not fixed:
                 return np.zeros((0, cfg.channels, cfg.size, cfg.size), np.float32)
             arr = np.stack(fixed)

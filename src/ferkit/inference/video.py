@@ -214,6 +214,9 @@ class Track:
 class IouTracker:
     """Greedy IoU matching of face boxes to tracks, with EMA-smoothed scores.
 
+    One tracker follows one stream and is not safe to share between threads: give
+    each stream (and thread) its own; :func:`predict_video` makes one per call.
+
     Args:
         iou_threshold: minimum overlap for a box to continue a track.
         max_missed: analysed frames a track survives without a matching box.
