@@ -68,6 +68,8 @@ SMALL_KWARGS = {
     "li-vgg": {"width": 0.125, "hidden": 32},
     "li-hybrid-a": {"width": 0.125, "hidden": 32},
     "li-hybrid-b": {"width": 0.125, "hidden": 32},
+    "vgg-fer": {"width": 8, "hidden": 16},
+    "resnet18-fer": {"width": 8},
 }
 
 #: Recipe fields the shrinking must leave exactly as shipped.

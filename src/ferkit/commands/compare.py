@@ -7,6 +7,8 @@ import sys
 
 
 def add_parser(sub):
+    from ferkit.commands.evaluate import parse_tta
+
     p = sub.add_parser(
         "compare",
         help="per-class misclassification of several models side by side (e.g. class weights on/off)",
@@ -27,10 +29,10 @@ def add_parser(sub):
     p.add_argument("--split", default="test", help="split to compare on (default: test)")
     p.add_argument(
         "--tta",
-        type=int,
+        type=parse_tta,
         default=0,
-        metavar="K",
-        help="test-time augmentation copies (default: off)",
+        metavar="K|ten-crop",
+        help="test-time augmentation copies, or 'ten-crop' (default: off)",
     )
     p.add_argument(
         "--video-level",

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
+
+
+def parse_tta(value: str) -> int | str:
+    """The ``--tta`` option: a number K of augmented copies (0 = mirror only) or "ten-crop".
+
+    Raises:
+        argparse.ArgumentTypeError: anything else (argparse turns it into exit 2).
+    """
+    v = str(value).strip().lower()
+    if v.isdigit():
+        return int(v)
+    if v in ("ten-crop", "tencrop", "10-crop"):
+        return "ten-crop"
+    raise argparse.ArgumentTypeError(
+        f"{value!r}: give a number K of augmented copies (0 = the mirror only) or 'ten-crop'"
+    )
 
 
 def add_parser(sub):
@@ -24,9 +41,10 @@ def add_parser(sub):
                    help="val share carved from train (default: the checkpoint's recipe, else 0.1)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", help="folder for the report: report.json, confusion.png, per_class.png")
-    p.add_argument("--tta", type=int, default=None, metavar="K",
+    p.add_argument("--tta", type=parse_tta, default=None, metavar="K|ten-crop",
                    help="test-time augmentation: average the image, its mirror and K augmented copies "
-                   "(0 = mirror only; default: off)")
+                   "(0 = mirror only), or 'ten-crop': four corner crops, the centre crop and their "
+                   "mirrors, for models trained on crops (vgg-fer) (default: off)")
     p.add_argument("--tta-preset", default="boulis", metavar="NAME",
                    help="augmentation of the TTA copies: boulis, light, li, flip (default: boulis); "
                    "match the model's training augmentation")

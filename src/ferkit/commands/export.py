@@ -42,6 +42,14 @@ def add_parser(sub):
     p.add_argument(
         "--no-check", action="store_true", help="ONNX: skip the onnxruntime parity check"
     )
+    p.add_argument(
+        "--tta",
+        choices=["none", "mirror", "ten-crop"],
+        default=None,
+        help="record the test-time views the Recognizer (and 'ferkit predict') use by default "
+        "with the exported file: mirror, ten-crop (models trained on crops), or none "
+        "(default: keep the source's setting)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
     return p
@@ -58,7 +66,8 @@ def run(args) -> int:
     if args.half and args.format != "torch":
         raise FerkitError("--half applies to --format torch only")
     res = export_model(
-        args.model, args.format, args.out, half=args.half, opset=args.opset, check=not args.no_check
+        args.model, args.format, args.out, half=args.half, opset=args.opset,
+        check=not args.no_check, tta=args.tta,
     )
     if args.json:
         print(json.dumps(res))

@@ -82,6 +82,14 @@ def add_parser(sub):
         "classifier does twice the work, detection is unchanged)",
     )
     p.add_argument(
+        "--tta",
+        choices=["none", "mirror", "ten-crop"],
+        default=None,
+        help="test-time views, overriding what the model file records: none, mirror (= "
+        "--mirror), or ten-crop (four corner crops, the centre crop and their mirrors, for "
+        "models trained on crops such as vgg-fer; ten times the classifier work)",
+    )
+    p.add_argument(
         "--format",
         choices=FORMATS,
         default=None,
@@ -147,7 +155,7 @@ def run(args) -> int:
     fmt = args.format or ("text" if args.demo and not args.inputs else "jsonl")
     rec = Recognizer.from_pretrained(
         args.model, backend=args.backend, detector=args.detector, device=args.device,
-        mirror=args.mirror, min_face=args.min_face,
+        mirror=args.mirror, min_face=args.min_face, tta=args.tta,
     )
     aliases = {"demo": (demo_image(), "astronaut.png")}
     with contextlib.ExitStack() as stack:

@@ -149,5 +149,5 @@ def build_dataset(root, split, input_config, labels=FER7, dataset=None, *, val_f
         idx = load_index(root, split, dataset, val_fraction=val_fraction, seed=seed, **source_options)
     for note in idx.notes:
         warnings.warn(note, stacklevel=2)
-    return FerDataset(idx, input_config.size, input_config.channels, labels, strict=strict,
+    return FerDataset(idx, input_config.frame, input_config.channels, labels, strict=strict,
                       use_cache=use_cache, progress=progress)

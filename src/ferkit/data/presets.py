@@ -16,4 +16,10 @@ PRESETS = {
     # preset over-regularises (the 32-filter baseline stays below its validation accuracy
     # on the training set with it, and overfits with flips alone).
     "light": {"rotation": 10, "zoom": 0.05, "shift": 0.05, "hflip": True},
+    # Khaireddin & Chen (2021), usef-kh/fer: RandomResizedCrop(48, scale 0.8-1.2 of the
+    # area, ratio 3/4-4/3), RandomAffine translate 0.2 with p 0.5, flip, rotation +-10
+    # with p 0.5, 40x40 crops, RandomErasing p 0.5. Area 0.8-1.2 is a side zoom of about
+    # +-10%; the crop comes from the model's input config (transforms.make_augment).
+    "fer-vgg": {"rotation": 10, "rotation_p": 0.5, "zoom": 0.1, "aspect": 1 / 3, "shift": 0.2,
+                "shift_p": 0.5, "hflip": True, "erase": 0.5},
 }

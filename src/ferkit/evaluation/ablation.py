@@ -53,7 +53,7 @@ def evaluate_model(
     *,
     batch_size: int = 256,
     device: str = "cpu",
-    tta: int = 0,
+    tta: int | str = 0,
     val_fraction: float | None = None,
     progress: bool = True,
     source_options: dict | None = None,
@@ -81,7 +81,7 @@ def evaluate_model(
             **opts,
         )
     cfg = spec["input_config"]
-    ds = FerDataset(idx, cfg.size, cfg.channels, spec["labels"], progress=progress)
+    ds = FerDataset(idx, cfg.frame, cfg.channels, spec["labels"], progress=progress)
     if isinstance(model, Ensemble):
         logp, y = model.predict_logits(ds, batch_size, device, tta_copies=tta, progress=progress)
     else:

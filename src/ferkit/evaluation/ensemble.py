@@ -2,7 +2,9 @@
 
 * :func:`make_tta` -- average a model's class probabilities over the original
   batch, its horizontal flip and ``k`` augmented copies (the ``boulis`` preset:
-  +-10 deg, +-10% zoom and shifts, seeded so results are repeatable).
+  +-10 deg, +-10% zoom and shifts, seeded so results are repeatable), or over
+  ten crops (four corners + centre and their mirrors, :mod:`ferkit.data.crops`;
+  the Recognizer uses the same views).
 * :class:`Ensemble` -- weighted mean of the members' probabilities. Members may
   differ in architecture, input size and channels: each turns the shared [0, 1]
   batch into its own input with ``prepare_batch`` and its own ``input_config``.
@@ -23,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ferkit.data.transforms import PRESETS, BatchAugment, prepare_batch
+from ferkit.data.crops import check_mode, crop_views, mean_over_views
+from ferkit.data.transforms import PRESETS, BatchAugment, prepare_batch, prepare_frame
 from ferkit.errors import FerkitError
 from ferkit.models.checkpoint import _init_only, read_checkpoint
 from ferkit.models.registry import InputConfig, create_model
@@ -71,9 +74,40 @@ class TTA:
         return torch.stack(probs).mean(0)
 
 
-def make_tta(k: int, preset: str = "boulis", seed: int = 0) -> TTA:
-    """TTA callable for ``predict_logits(tta=...)``: original + flip + ``k`` augmented copies."""
-    return TTA(k, preset, seed)
+class CropTTA:
+    """Callable ``(model, x01) -> probabilities``: mean over a model's test-time crops.
+
+    Each model gets its own views from the shared [0, 1] batch: the batch is brought
+    to the model's frame (``prepare_frame``), then cut into ``mode``'s views
+    (:func:`ferkit.data.crops.crop_views`: "ten-crop" = four corners + centre and
+    their mirrors; "mirror" = centre crop + mirror), all in one forward pass.
+
+    Raises:
+        FerkitError: unknown mode.
+    """
+
+    def __init__(self, mode: str = "ten-crop"):
+        try:
+            self.mode = check_mode(mode)
+        except ValueError as e:
+            raise FerkitError(str(e)) from None
+
+    @torch.inference_mode()
+    def __call__(self, model: nn.Module, x01: torch.Tensor) -> torch.Tensor:
+        cfg = model.input_config
+        views = crop_views(prepare_frame(x01, cfg), cfg.size, self.mode).contiguous()
+        return mean_over_views(F.softmax(model(views).float(), dim=1), len(x01))
+
+
+def make_tta(k: int | str, preset: str = "boulis", seed: int = 0) -> TTA | CropTTA:
+    """TTA callable for ``predict_logits(tta=...)``.
+
+    ``k``: a number of augmented copies on top of the original and its flip
+    (:class:`TTA`), or a crop mode name, "ten-crop" or "mirror" (:class:`CropTTA`).
+    """
+    if isinstance(k, str) and not k.lstrip("-").isdigit():
+        return CropTTA(k)
+    return TTA(int(k), preset, seed)
 
 
 class Ensemble(nn.Module):
@@ -114,7 +148,7 @@ class Ensemble(nn.Module):
         # The ensemble's own "input": [0, 1] pixels (identity normalisation) at the largest
         # member size and channel count; each member then prepares its own input from it.
         self.input_config = InputConfig(
-            size=max(m.input_config.size for m in models),
+            size=max(m.input_config.frame for m in models),
             channels=max(m.input_config.channels for m in models),
             mean=(0.0,),
             std=(1.0,),
@@ -150,8 +184,9 @@ class Ensemble(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Like :func:`ferkit.evaluation.metrics.predict_logits`: (log-probs (N, K), targets (N,)).
 
-        ``tta_copies`` > 0 applies flip + that many ``tta_preset`` copies to every member;
-        0 or ``None`` means no TTA, unless ``tta_flip_only`` (original + mirror only).
+        ``tta_copies`` > 0 applies flip + that many ``tta_preset`` copies to every member,
+        "ten-crop" each member's ten crops (:class:`CropTTA`); 0 or ``None`` means no TTA,
+        unless ``tta_flip_only`` (original + mirror only).
         """
         from torch.utils.data import DataLoader
         from tqdm.auto import tqdm

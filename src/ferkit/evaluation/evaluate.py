@@ -38,11 +38,12 @@ def evaluate_checkpoints(args) -> dict:
     idx = load_index(args.data, args.split, args.dataset, val_fraction=val_fraction, seed=seed)
     for note in idx.notes:
         warnings.warn(note, stacklevel=2)
-    tta_k = getattr(args, "tta", None)  # None: no TTA; 0: image + mirror; K: + K copies
+    # None: no TTA; 0: image + mirror; K: + K copies; "ten-crop": each model's ten crops
+    tta_k = getattr(args, "tta", None)
     if len(loaded) == 1 and spec_kind(loaded[0][1]) != "ensemble":
         model, spec = loaded[0]
         cfg = spec["input_config"]
-        ds = FerDataset(idx, cfg.size, cfg.channels, labels, strict=args.strict, progress=not args.no_progress)
+        ds = FerDataset(idx, cfg.frame, cfg.channels, labels, strict=args.strict, progress=not args.no_progress)
         tta = _tta(args)
         logp, y = predict_logits(model, ds, args.batch_size, device, tta=tta, progress=not args.no_progress,
                                  input_transform=_distortion(args))
@@ -50,7 +51,7 @@ def evaluate_checkpoints(args) -> dict:
         from ferkit.evaluation.ensemble import Ensemble
 
         ens = Ensemble.from_loaded(loaded) if len(loaded) > 1 else loaded[0][0]
-        size = max(s["input_config"].size for _, s in loaded)
+        size = max(s["input_config"].frame for _, s in loaded)
         ch = max(s["input_config"].channels for _, s in loaded)
         ds = FerDataset(idx, size, ch, labels, strict=args.strict, progress=not args.no_progress)
         logp, y = ens.predict_logits(ds, args.batch_size, device, tta_copies=tta_k or 0,
@@ -62,7 +63,7 @@ def evaluate_checkpoints(args) -> dict:
     rep = classification_report(logp, y, labels)
     rep.update(split=args.split, data=str(args.data), checkpoints=list(args.checkpoint),
                skipped=dict(ds.skipped),
-               tta=None if tta_k is None else {"copies": tta_k, "preset": getattr(args, "tta_preset", "boulis")})
+               tta=_tta_report(tta_k, getattr(args, "tta_preset", "boulis")))
     return rep
 
 
@@ -108,6 +109,14 @@ def _tta(args):
     from ferkit.evaluation.ensemble import make_tta
 
     return make_tta(k, getattr(args, "tta_preset", "boulis"))
+
+
+def _tta_report(k, preset: str) -> dict | None:
+    if k is None:
+        return None
+    if isinstance(k, str):
+        return {"mode": k}
+    return {"copies": k, "preset": preset}
 
 
 def _distortion(args):

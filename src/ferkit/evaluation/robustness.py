@@ -44,7 +44,7 @@ def load_split(data, split: str, input_config, labels, dataset=None, val_fractio
                progress=True):
     """Index + decode one split once; returns (dataset, skipped-items message or None)."""
     idx = load_index(data, split, dataset, val_fraction=val_fraction, seed=seed)
-    ds = FerDataset(idx, input_config.size, input_config.channels, labels, progress=progress)
+    ds = FerDataset(idx, input_config.frame, input_config.channels, labels, progress=progress)
     return _limit(ds, limit), ds.report_skipped()
 
 

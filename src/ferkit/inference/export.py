@@ -124,6 +124,7 @@ def export_model(
     half: bool = False,
     opset: int = OPSET,
     check: bool = True,
+    tta: str | None = None,
 ) -> dict:
     """Export ``"default"`` or a checkpoint to ONNX or the slim torch format.
 
@@ -135,6 +136,8 @@ def export_model(
         half: torch format only: store fp16 weights (half the size).
         opset: ONNX opset.
         check: ONNX only: compare onnxruntime's probabilities with PyTorch's on a random batch.
+        tta: record the test-time views the Recognizer uses by default with this file
+            ("none", "mirror" or "ten-crop"; ``InputConfig.tta``); None keeps the source's.
 
     Returns:
         dict with ``path``, ``bytes`` and, for a checked ONNX export, ``max_abs_diff``.
@@ -143,6 +146,16 @@ def export_model(
     if fmt not in ("onnx", "torch"):
         raise FerkitError(f"unknown export format {fmt!r}; choose onnx or torch")
     model, spec, src = load_model(ref)
+    if tta is not None:
+        from dataclasses import replace
+
+        from ferkit.data.crops import check_mode
+
+        try:
+            mode = check_mode(tta)
+        except ValueError as e:
+            raise FerkitError(str(e)) from None
+        model.input_config = replace(model.input_config, tta=None if mode == "none" else mode)
     suffix = ".onnx" if fmt == "onnx" else ".pt"
     if out is None:
         out = (

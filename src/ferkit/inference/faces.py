@@ -422,7 +422,8 @@ def crop_face(
     2 * margin)``; parts outside the image are filled by replicating the edge
     (a black border would be a feature the model never saw in training). The
     result is converted to ``input_config.channels`` and resized to
-    ``input_config.size``.
+    ``input_config.frame`` (the whole-face side: ``input_config.size``, or the
+    side a crop-trained model's crops are cut from).
 
     Args:
         image: uint8 (H, W, C) RGB or gray.
@@ -431,7 +432,7 @@ def crop_face(
         margin: extra border per side as a fraction of the box side.
 
     Returns:
-        uint8 array (size, size, channels).
+        uint8 array (frame, frame, channels).
     """
     import cv2
 
@@ -451,7 +452,7 @@ def crop_face(
         if crop.ndim == 2:
             crop = crop[:, :, None]
     crop = convert_channels(crop, input_config.channels)
-    return resize_square(crop, input_config.size)
+    return resize_square(crop, input_config.frame)
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:

@@ -97,6 +97,7 @@ class Recognizer:
         detect_threads: int | None = None,
         mirror: bool = False,
         min_face: int | None = None,
+        tta: str | None = None,
     ):
         if (model is None) == (session is None):
             raise ValueError("give exactly one of model (torch) or session (onnxruntime)")
@@ -107,7 +108,10 @@ class Recognizer:
         self.backend = "torch" if model is not None else "onnx"
         self.device = device
         self.margin = margin
-        self.mirror = bool(mirror)
+        # Test-time views: the caller's choice, else the one the model file records
+        # (InputConfig.tta), else one view. mirror=True is the older spelling of "mirror".
+        self.tta = _tta_mode(tta if tta is not None else "mirror" if mirror else getattr(input_config, "tta", None))
+        self.mirror = self.tta != "none"
         self.detector = get_detector(detector)
         self.min_face = self.detector.min_face if min_face is None else int(min_face)
         if self.min_face < 0:
@@ -134,6 +138,7 @@ class Recognizer:
         threads: int | None = None,
         mirror: bool = False,
         min_face: int | None = None,
+        tta: str | None = None,
     ) -> Recognizer:
         """Load the shipped model ("default") or a checkpoint / ``.onnx`` file.
 
@@ -158,9 +163,13 @@ class Recognizer:
                 :data:`ferkit.inference.faces.DEFAULT_MIN_FACE`). Smaller values cost
                 detection time on large photos (docs/face-detection.md has figures);
                 0 detects on a copy shrunk to 320 px only (fastest, big faces only).
+            tta: test-time views, overriding what the model file records: "none",
+                "mirror" (as ``mirror=True``) or "ten-crop" (four corner crops, the
+                centre crop and their mirrors, for models trained on crops; ten times
+                the work; :mod:`ferkit.data.crops`).
 
         Raises:
-            FerkitError: missing or unreadable model, unknown backend/detector, or a
+            FerkitError: missing or unreadable model, unknown backend/detector/tta, or a
                 PyTorch checkpoint / backend / GPU without PyTorch installed.
         """
         from ferkit.inference.pretrained import model_version, resolve_pretrained
@@ -190,6 +199,7 @@ class Recognizer:
                 detector=detector,
                 mirror=mirror,
                 min_face=min_face,
+                tta=tta,
             )
         if backend == "torch" and wants_torch and os.fspath(name_or_path) != os.fspath(path):
             _require_torch("the torch backend" if _pick_device(device) == "cpu" else f"device {device!r}")
@@ -206,6 +216,7 @@ class Recognizer:
             detector=detector,
             mirror=mirror,
             min_face=min_face,
+            tta=tta,
         )
         if backend == "onnx":
             from ferkit.inference.export import onnx_bytes, onnx_session
@@ -351,11 +362,12 @@ class Recognizer:
         from ferkit.data.images import convert_channels, image_from_array, resize_square
 
         cfg = self.input_config
+        side = cfg.frame  # whole faces; _forward cuts the model's crops from them
         if (
             isinstance(crops, np.ndarray)
             and crops.ndim in (3, 4)
             and crops.dtype == np.uint8
-            and (crops.shape[1:3] == (cfg.size, cfg.size))
+            and (crops.shape[1:3] == (side, side))
         ):
             arr = crops if crops.ndim == 4 else crops[..., None]
         else:
@@ -364,9 +376,9 @@ class Recognizer:
                 # Same checks and bit-depth scaling as whole images (a float 0-1 crop
                 # cast to uint8 was all zeros, a uint16 one wrapped around).
                 c = image_from_array(np.asarray(c))
-                fixed.append(resize_square(convert_channels(c, cfg.channels), cfg.size))
+                fixed.append(resize_square(convert_channels(c, cfg.channels), side))
             if not fixed:
-                return np.zeros((0, cfg.channels, cfg.size, cfg.size), np.float32)
+                return np.zeros((0, cfg.channels, side, side), np.float32)
             arr = np.stack(fixed)
         if arr.shape[3] != cfg.channels:
             arr = np.stack([convert_channels(a, cfg.channels) for a in arr])
@@ -375,12 +387,13 @@ class Recognizer:
         return np.ascontiguousarray((x - self._mean) / self._std)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        if not self.mirror or len(x) == 0:
-            return self._forward_once(x)
-        # Original and mirrored crops in one pass; soft-vote their probabilities (the
-        # same arithmetic as ``ferkit evaluate --tta 0``).
-        p = self._forward_once(np.ascontiguousarray(np.concatenate([x, x[..., ::-1]])))
-        return (p[: len(x)] + p[len(x) :]) / 2
+        # Every view (centre crop; + mirror; or ten crops) in one pass, then the mean of
+        # their probabilities: the same code and arithmetic as ``ferkit evaluate --tta``.
+        from ferkit.data.crops import crop_views, mean_over_views
+
+        views = crop_views(x, self.input_config.size, self.tta)
+        p = self._forward_once(np.ascontiguousarray(views))
+        return mean_over_views(p, len(x))
 
     def _forward_once(self, x: np.ndarray) -> np.ndarray:
         if self._session is not None:
@@ -407,8 +420,17 @@ class Recognizer:
     def __repr__(self) -> str:
         return (
             f"Recognizer(model={self.model_name!r}, version={self.version!r}, backend={self.backend!r}, "
-            f"detector={self.detector.name!r}, mirror={self.mirror}, labels={self.labels})"
+            f"detector={self.detector.name!r}, mirror={self.mirror}, tta={self.tta!r}, labels={self.labels})"
         )
+
+
+def _tta_mode(mode) -> str:
+    from ferkit.data.crops import check_mode
+
+    try:
+        return check_mode(mode)
+    except ValueError as e:
+        raise FerkitError(str(e)) from None
 
 
 def _is_pil(obj) -> bool:

@@ -23,8 +23,12 @@ class InputConfig:
     inference. Datasets decode at :attr:`frame` = ``crop_from or size``.
     Khaireddin & Chen (2021) train their FER2013 VGG on 40x40 crops of the 48x48 faces.
 
+    ``tta`` (optional) is the test-time view set a model file asks for by default:
+    ``"mirror"`` or ``"ten-crop"`` (:data:`ferkit.data.crops.TTA_MODES`); the
+    Recognizer uses it unless told otherwise. ``ferkit export --tta`` records it.
+
     Raises:
-        ValueError: ``crop_from`` smaller than ``size``.
+        ValueError: ``crop_from`` smaller than ``size``; an unknown ``tta``.
     """
 
     size: int = 48
@@ -32,8 +36,14 @@ class InputConfig:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     crop_from: int | None = None
+    tta: str | None = None
 
     def __post_init__(self):
+        if self.tta is not None:
+            from ferkit.data.crops import check_mode  # numpy-only module, no cycle
+
+            mode = check_mode(self.tta)
+            object.__setattr__(self, "tta", None if mode == "none" else mode)
         if self.crop_from is not None and int(self.crop_from) < self.size:
             raise ValueError(f"crop_from={self.crop_from} is smaller than the input size {self.size}")
         if self.crop_from is not None:
@@ -62,6 +72,7 @@ class InputConfig:
             std=tuple(d.get("std", (1.0,))),
             # absent in files written before crops existed: the model sees the whole face
             crop_from=int(d["crop_from"]) if d.get("crop_from") else None,
+            tta=d.get("tta"),
         )
 
 

@@ -79,7 +79,7 @@ class FerLitModule(L.LightningModule):
         self.save_hyperparameters()
         self.hparams.input_config = self.cfg.to_dict()
         self.hparams.labels = list(labels or FER7[:num_classes])
-        self.augment = make_augment(augment)
+        self.augment = make_augment(augment, self.cfg)
         self.distort = _make_distortion(distortion_augment)
         self.register_buffer(
             "class_w", torch.tensor(class_weights, dtype=torch.float32) if class_weights else None

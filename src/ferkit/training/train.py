@@ -255,8 +255,8 @@ def train(
     val_idx = load_index(data, "val", recipe.dataset, **idx_kw)
     for note in train_idx.notes:
         warnings.warn(note, stacklevel=2)
-    train_ds = FerDataset(train_idx, cfg.size, cfg.channels, labels, progress=progress)
-    val_ds = FerDataset(val_idx, cfg.size, cfg.channels, labels, progress=progress)
+    train_ds = FerDataset(train_idx, cfg.frame, cfg.channels, labels, progress=progress)
+    val_ds = FerDataset(val_idx, cfg.frame, cfg.channels, labels, progress=progress)
     for ds in (train_ds, val_ds):
         if msg := ds.report_skipped():
             print(msg)
