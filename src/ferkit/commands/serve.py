@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import sys
 
@@ -15,7 +16,8 @@ def add_parser(sub):
         help="run the HTTP API and the browser page",
         description="Serve a model over HTTP with FastAPI + uvicorn: POST /v1/predict (one image, "
         "multipart field 'file' or the raw body), POST /v1/predict/batch (multipart 'files'), "
-        "GET /v1/models, GET /healthz, OpenAPI docs at /docs and a browser page at / (upload or "
+        "GET /v1/models, GET /healthz, the OpenAPI schema at /openapi.json and Swagger UI at /docs "
+        "(served from the fastapi-offline package, no CDN), and a browser page at / (upload or "
         "webcam; no internet needed). Concurrent requests are micro-batched through the model.",
         epilog="Example: ferkit serve --model runs/x/best.ckpt --port 8080, then open "
         "http://127.0.0.1:8080/ or: curl -F file=@face.jpg http://127.0.0.1:8080/v1/predict",
@@ -36,6 +38,9 @@ def add_parser(sub):
     p.add_argument("--batch-window-ms", type=float, default=5,
                    help="how long to wait for other requests to share a model call (default: 5)")
     p.add_argument("--max-batch", type=int, default=64, help="most images per model call (default: 64)")
+    p.add_argument("--decode-mpix", type=float, default=50,
+                   help="most megapixels decoded at once across all requests; later uploads wait "
+                   "(bounds decode memory; default: 50, one image of the largest size accepted)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
     return p
@@ -66,6 +71,8 @@ def run(args) -> int:
         raise FerkitError("--max-upload-mb must be > 0")
     if args.max_batch < 1 or args.batch_window_ms < 0:
         raise FerkitError("--max-batch must be >= 1 and --batch-window-ms >= 0")
+    if args.decode_mpix <= 0:
+        raise FerkitError("--decode-mpix must be > 0")
     api_key = args.api_key or os.environ.get("FERKIT_API_KEY") or None
     if not _is_loopback(args.host) and not api_key:
         print(f"ferkit: warning: serving on {args.host} without an API key: anyone who can reach "
@@ -73,12 +80,20 @@ def run(args) -> int:
 
     settings = {"model": args.model, "max_upload_mb": args.max_upload_mb, "api_key": api_key,
                 "batch_window_ms": args.batch_window_ms, "max_batch": args.max_batch,
-                "backend": args.backend, "detector": args.detector}
+                "backend": args.backend, "detector": args.detector,
+                "decode_pixels": int(args.decode_mpix * 1e6)}
+    # Internal errors are logged by 'ferkit.serve' (clients only get a reference).
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    flog = logging.getLogger("ferkit")
+    flog.addHandler(handler)
+    flog.setLevel(args.log_level.upper())
     # Load once here so a bad --model fails with one line before the server starts.
     app = create_app(**settings)
+    docs = "docs" if any(getattr(r, "path", "") == "/docs" for r in app.routes) else "openapi.json"
     where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"
     print(f"ferkit: serving {app.state.recognizer.model_name} on {where} "
-          f"(page: {where}, docs: {where}docs){' with API key' if api_key else ''}", file=sys.stderr)
+          f"(page: {where}, API docs: {where}{docs}){' with API key' if api_key else ''}", file=sys.stderr)
     if args.workers == 1:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
         return 0
@@ -89,6 +104,7 @@ def run(args) -> int:
         "FERKIT_SERVE_DETECTOR": args.detector, "FERKIT_SERVE_MAX_UPLOAD_MB": str(args.max_upload_mb),
         "FERKIT_SERVE_BATCH_WINDOW_MS": str(args.batch_window_ms),
         "FERKIT_SERVE_MAX_BATCH": str(args.max_batch),
+        "FERKIT_SERVE_DECODE_MPIX": str(args.decode_mpix),
     })
     if api_key:
         os.environ["FERKIT_API_KEY"] = api_key

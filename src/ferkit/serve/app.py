@@ -1,47 +1,48 @@
 """The ``ferkit serve`` HTTP service: FastAPI app, upload limits, errors, the browser page.
 
-Routes (all JSON except the page)::
+Routes (all JSON except the pages)::
 
     GET  /                   browser page (upload or webcam; no CDN assets)
     GET  /healthz            liveness + batching counters (never needs the API key)
     GET  /v1/models          the loaded model: name, version, labels, input
     POST /v1/predict         one image: multipart field ``file`` or the raw body
     POST /v1/predict/batch   several images: multipart field ``files`` (repeated)
-    GET  /docs, /openapi.json  FastAPI's OpenAPI docs
+    GET  /openapi.json       the OpenAPI schema
+    GET  /docs               Swagger UI, served from the ``fastapi-offline`` package
+                             (no CDN); absent when that package is not installed
 
 Safety rules, in the order they are checked: API key (401), ``Content-Length``
 over the limit (413, before a byte is read), the body counted while it streams
 in (413), the body's content type (415), the image's magic bytes (415), the
 pixel count in the header before decoding (422, decompression bomb), the decode
-itself (422). Uploads are held in memory only, never spooled to disk (Starlette's
-own form parser spools files above 1 MB to a temporary file, so multipart bodies
-are parsed here with ``python-multipart``'s streaming parser instead).
+itself (422). Uploads are held in memory only, never spooled to disk. Decoding
+waits for room in a pixel budget shared by all requests (``serve/uploads.py``).
+Any other failure answers 500 with a generic body and a reference; the detail
+goes to the ``ferkit.serve`` log, never to the client.
 """
 
 from __future__ import annotations
 
 import hmac
-import io
+import logging
 import os
 import time
+import uuid
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-import cv2
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferkit import __version__
-from ferkit.data.images import ImageDecodeError, decode_image
 from ferkit.serve.batcher import MicroBatcher, QueueFullError
 from ferkit.serve.schemas import (
     ERROR_RESPONSES,
@@ -51,6 +52,20 @@ from ferkit.serve.schemas import (
     ModelsResponse,
     PredictResponse,
 )
+from ferkit.serve.uploads import (
+    ApiError,
+    PixelBudget,
+    decode_upload,
+    inspect_upload,
+    parse_multipart,
+    read_body,
+    release_memory,
+    sniff_format,
+)
+
+__all__ = ["ApiError", "app_from_env", "create_app", "sniff_format"]
+
+log = logging.getLogger("ferkit.serve")
 
 # Multipart framing (boundaries, part headers) on top of the image bytes.
 _FRAMING_SLACK = 64 * 1024
@@ -61,21 +76,6 @@ DEFAULT_MAX_PIXELS = 50_000_000
 # Images are shrunk to this longest side before queueing: bounds the memory of
 # queued images; face boxes are scaled back to the original pixels.
 DEFAULT_MAX_SIDE = 2048
-
-# Magic bytes of the formats Pillow decodes for us; anything else is 415.
-_MAGIC = (
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"BM", "bmp"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
-    (b"P5", "pgm"),
-    (b"P6", "ppm"),
-    (b"P2", "pgm"),
-    (b"P3", "ppm"),
-)
 _RAW_TYPES = ("application/octet-stream",)
 
 _PAGE_CSP = (
@@ -83,145 +83,56 @@ _PAGE_CSP = (
     "connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
-
-
-class ApiError(Exception):
-    """An HTTP error answered as ``{"error": code, "detail": message}``."""
-
-    def __init__(self, status: int, code: str, detail: str, headers: dict | None = None):
-        super().__init__(detail)
-        self.status, self.code, self.detail, self.headers = status, code, detail, headers
-
-
-def sniff_format(data: bytes) -> str | None:
-    """Image format from the first bytes, or None when they match no supported format."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    for magic, fmt in _MAGIC:
-        if data.startswith(magic):
-            return fmt
-    return None
+_INTERNAL = "internal server error; the server log has the details under reference {ref}"
 
 
 def _error(status: int, code: str, detail: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the request body into memory, refusing it (413) as soon as it exceeds ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
+def internal_error(where: str, exc: BaseException | None = None) -> tuple[str, str]:
+    """Log an unexpected failure with its traceback; (code, generic detail) for the client."""
+    ref = uuid.uuid4().hex[:12]
+    log.error("internal error %s in %s", ref, where, exc_info=exc)
+    return "internal_error", _INTERNAL.format(ref=ref)
+
+
+class _Guard:
+    """Outermost-but-one ASGI layer: ``X-Content-Type-Options: nosniff`` on every response,
+    and a generic JSON 500 (detail logged, never sent) for any exception a route lets out."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def send_nosniff(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message)["X-Content-Type-Options"] = "nosniff"
+            await send(message)
+
         try:
-            n = int(declared)
-        except ValueError:
-            raise ApiError(400, "bad_request", "Content-Length is not a number") from None
-        if n > limit:
-            raise ApiError(413, "too_large", f"request body of {n} bytes exceeds the {limit}-byte limit")
-    buf = bytearray()
-    # Counted while streaming: Content-Length may be absent (chunked) or lie.
-    async for chunk in request.stream():
-        buf += chunk
-        if len(buf) > limit:
-            raise ApiError(413, "too_large", f"request body exceeds the {limit}-byte limit")
-    return bytes(buf)
+            await self.app(scope, receive, send_nosniff)
+        except Exception as e:  # the last line of defence (logged, generic answer)
+            code, detail = internal_error(f"{scope.get('method')} {scope.get('path')}", e)
+            if started:  # too late for a clean answer: let the server close the connection
+                raise
+            await _error(500, code, detail, {"X-Content-Type-Options": "nosniff"})(scope, receive, send)
 
 
-def parse_multipart(body: bytes, content_type: str, file_limit: int) -> list[tuple[str, str, bytes]]:
-    """Split a multipart/form-data body into ``(field name, filename, bytes)`` in memory.
-
-    Raises:
-        ApiError: 400 for a malformed body, 413 for a part over ``file_limit`` bytes.
-    """
-    _, params = parse_options_header(content_type)
-    boundary = params.get(b"boundary")
-    if not boundary:
-        raise ApiError(400, "bad_request", "multipart body without a boundary")
-    parts: list[dict] = []
-    field, value = [b""], [b""]
-
-    def on_part_begin():
-        parts.append({"headers": {}, "data": bytearray()})
-
-    def on_header_field(data, start, end):
-        field[0] += data[start:end]
-
-    def on_header_value(data, start, end):
-        value[0] += data[start:end]
-
-    def on_header_end():
-        parts[-1]["headers"][field[0].decode("latin-1").lower()] = value[0]
-        field[0], value[0] = b"", b""
-
-    def on_part_data(data, start, end):
-        part = parts[-1]["data"]
-        if len(part) + (end - start) > file_limit:
-            raise ApiError(413, "too_large", f"an uploaded file exceeds the {file_limit}-byte limit")
-        part += data[start:end]
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_part_data": on_part_data,
-        },
-    )
+def _swagger_assets():
+    """The folder of Swagger UI files shipped by ``fastapi-offline``, or None."""
     try:
-        parser.write(body)
-        parser.finalize()
-    except ApiError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any parser failure is a malformed request
-        raise ApiError(400, "bad_request", f"malformed multipart body ({type(e).__name__})") from None
-    out = []
-    for p in parts:
-        _, disp = parse_options_header(p["headers"].get("content-disposition", b""))
-        name = disp.get(b"name", b"").decode("utf-8", "replace")
-        filename = disp.get(b"filename", b"").decode("utf-8", "replace")
-        out.append((name, filename, bytes(p["data"])))
-    return out
-
-
-def decode_upload(data: bytes, max_pixels: int, max_side: int) -> tuple[np.ndarray, int, int, float]:
-    """Bytes -> (RGB array, original width, original height, scale applied).
-
-    Raises:
-        ApiError: 415 for bytes of no supported image format, 422 for corrupt images
-            and decompression bombs.
-    """
-    if not data:
-        raise ApiError(422, "empty_image", "the uploaded file is empty")
-    fmt = sniff_format(data)
-    if fmt is None:
-        raise ApiError(
-            415, "unsupported_media_type",
-            "not an image of a supported type (JPEG, PNG, GIF, BMP, TIFF, WebP, PGM/PPM)",
-        )
-    try:
-        # Header only: Pillow reads the size without decoding the pixels.
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-    except Image.DecompressionBombError:
-        raise ApiError(422, "decompression_bomb", "image dimensions too large, refused") from None
-    except Exception as e:  # noqa: BLE001 - any header failure means a corrupt file
-        raise ApiError(422, "corrupt_image", f"cannot read the {fmt} header ({type(e).__name__})") from None
-    if w * h > max_pixels:
-        raise ApiError(
-            422, "decompression_bomb",
-            f"image of {w}x{h} = {w * h} pixels exceeds the {max_pixels}-pixel limit",
-        )
-    try:
-        arr = decode_image(data, channels=3)
-    except ImageDecodeError as e:
-        raise ApiError(422, "corrupt_image", str(e).replace("image bytes: ", "")) from None
-    h, w = arr.shape[:2]
-    scale = 1.0
-    if max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        arr = cv2.resize(arr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(arr), w, h, scale
+        import fastapi_offline
+    except ImportError:
+        return None
+    folder = resources.files(fastapi_offline) / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
 
 
 def _face_dict(face: Any, scale: float) -> dict:
@@ -259,6 +170,7 @@ def create_app(
     max_files: int = 32,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_side: int = DEFAULT_MAX_SIDE,
+    decode_pixels: int | None = None,
 ) -> FastAPI:
     """Build the service around a Recognizer.
 
@@ -268,19 +180,24 @@ def create_app(
         model: ``"default"`` (the shipped model) or a checkpoint path.
         max_upload_mb: largest image accepted (413 above); a batch body may hold
             ``BATCH_BODY_FACTOR`` times this.
-        api_key: when set, ``/v1/*`` needs a matching ``X-API-Key`` header (401 otherwise).
+        api_key: when set, ``/v1/*`` needs a matching ``X-API-Key`` header (401 otherwise);
+            the OpenAPI schema declares the header only then.
         batch_window_ms: how long the micro-batcher waits for more images.
         max_batch: most images per model call.
         backend, detector: passed to ``Recognizer.from_pretrained`` when loading.
-        max_files: most images in one batch request (413 above).
+        max_files: most images in one batch request (413 above; the schema's ``maxItems``).
         max_pixels: images with more pixels are refused before decoding (422).
         max_side: longer images are shrunk to this side before the model (boxes are
             reported in original pixels).
+        decode_pixels: most pixels being decoded at once across all requests (default
+            ``max_pixels``: one image of the largest allowed size, or several smaller
+            ones); later uploads wait for room. This bounds decode memory.
     """
     if recognizer is None:
         recognizer = _load_recognizer(model, backend, detector)
     file_limit = int(max_upload_mb * 1024 * 1024)
     batcher = MicroBatcher(recognizer.predict_batch, max_batch=max_batch, window_ms=batch_window_ms)
+    budget = PixelBudget(decode_pixels or max_pixels)
     started = time.time()
     info = ModelInfo(
         name=str(getattr(recognizer, "model_name", "unknown")),
@@ -295,26 +212,33 @@ def create_app(
         await batcher.close()
         batcher.shutdown()
 
+    swagger = _swagger_assets()
     app = FastAPI(
         title="ferkit",
         version=__version__,
         description="Facial expression recognition over HTTP. Errors are JSON "
         "`{\"error\": code, \"detail\": message}`.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's own pages load Swagger UI / ReDoc from a CDN
+        redoc_url=None,
     )
+    app.add_middleware(_Guard)
     app.state.recognizer = recognizer
     app.state.batcher = batcher
+    app.state.decode_budget = budget
 
-    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="needed when the server has an API key")
     expected = api_key.encode() if api_key else None
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
 
     async def check_key(key: str | None = Depends(key_header)) -> None:
-        if expected is None:
-            return
         # Constant-time comparison: response timing must not reveal a key prefix.
         if key is None or not hmac.compare_digest(key.encode(), expected):
             raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header",
                            headers={"WWW-Authenticate": "ApiKey"})
+
+    # Without a key there is no key check, and the schema shows no key header or 401.
+    guard = [Depends(check_key)] if expected is not None else []
+    responses = {k: v for k, v in ERROR_RESPONSES.items() if expected is not None or k != 401}
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -331,10 +255,6 @@ def create_app(
         msg = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errs[:3])
         return _error(422, "invalid_request", msg or "invalid request")
 
-    @app.exception_handler(Exception)
-    async def _internal_error(request: Request, exc: Exception):
-        return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
-
     async def _images_from_request(request: Request, batch: bool) -> list[tuple[str, bytes]]:
         ctype = request.headers.get("content-type", "application/octet-stream")
         mime = ctype.split(";")[0].strip().lower()
@@ -346,6 +266,9 @@ def create_app(
             files = [(fn or name, data) for name, fn, data in parts if name in (want, "file", "files")]
             if not files:
                 raise ApiError(422, "missing_file", f"multipart body has no '{want}' field")
+            if not batch and len(files) > 1:
+                raise ApiError(422, "too_many_files", f"{len(files)} files in one /v1/predict request; "
+                               "send one, or several to /v1/predict/batch")
             return files
         if batch:
             raise ApiError(415, "unsupported_media_type", "batch requests must be multipart/form-data")
@@ -357,46 +280,47 @@ def create_app(
         raise ApiError(415, "unsupported_media_type",
                        f"content type {mime!r}: send multipart/form-data, image/* or application/octet-stream")
 
-    async def _run(images: list[np.ndarray]):
+    async def _decode(data: bytes):
+        """Header check, then the decode once the pixel budget has room for this image."""
+        _, w, h = inspect_upload(data, max_pixels)
+        async with budget.hold(w * h):
+            try:
+                return await run_in_threadpool(decode_upload, data, max_pixels, max_side)
+            finally:
+                await run_in_threadpool(release_memory, w * h)
+
+    async def _run(images: list[np.ndarray], return_exceptions: bool = False):
         try:
-            return await batcher.submit_many(images)
+            results = await batcher.submit_many(images, return_exceptions=return_exceptions)
         except QueueFullError as e:
             raise ApiError(503, "busy", str(e), headers={"Retry-After": "1"}) from None
+        busy = next((r for r in results if isinstance(r, QueueFullError)), None)
+        if busy is not None:
+            raise ApiError(503, "busy", str(busy), headers={"Retry-After": "1"})
+        return results
 
-    upload_body = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {"type": "object", "required": ["file"],
-                               "properties": {"file": {"type": "string", "format": "binary"}}}
-                },
-                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                "image/png": {"schema": {"type": "string", "format": "binary"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            },
-        }
-    }
-    batch_body = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {"type": "object", "required": ["files"],
-                               "properties": {"files": {"type": "array",
-                                                        "items": {"type": "string", "format": "binary"}}}}
-                }
-            },
-        }
-    }
+    upload_body = {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary"}}}},
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    }}}
+    batch_body = {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["files"],
+            "properties": {"files": {"type": "array", "minItems": 1, "maxItems": max_files,
+                                     "items": {"type": "string", "format": "binary"}}}}},
+    }}}
 
-    @app.post("/v1/predict", response_model=PredictResponse, responses=ERROR_RESPONSES,
-              dependencies=[Depends(check_key)], openapi_extra=upload_body, tags=["predict"],
+    @app.post("/v1/predict", response_model=PredictResponse, responses=responses,
+              dependencies=guard, openapi_extra=upload_body, tags=["predict"],
               summary="Emotions of the faces in one image")
     async def predict(request: Request):
         t0 = time.perf_counter()
-        (_, data), = await _images_from_request(request, batch=False)
-        arr, w, h, scale = await run_in_threadpool(decode_upload, data, max_pixels, max_side)
+        ((_, data),) = await _images_from_request(request, batch=False)
+        arr, w, h, scale = await _decode(data)
         t1 = time.perf_counter()
         (res,) = await _run([arr])
         return {
@@ -410,9 +334,9 @@ def create_app(
             "batch_size": res.batch_size,
         }
 
-    @app.post("/v1/predict/batch", response_model=BatchResponse, responses=ERROR_RESPONSES,
-              dependencies=[Depends(check_key)], openapi_extra=batch_body, tags=["predict"],
-              summary="Emotions of the faces in several images (multipart field 'files')")
+    @app.post("/v1/predict/batch", response_model=BatchResponse, responses=responses,
+              dependencies=guard, openapi_extra=batch_body, tags=["predict"],
+              summary=f"Emotions of the faces in up to {max_files} images (multipart field 'files')")
     async def predict_batch(request: Request):
         t0 = time.perf_counter()
         files = await _images_from_request(request, batch=True)
@@ -424,16 +348,24 @@ def create_app(
         for i, (name, data) in enumerate(files):
             item = {"index": i, "filename": name, "faces": [], "image": None, "error": None}
             try:
-                arr, w, h, scale = await run_in_threadpool(decode_upload, data, max_pixels, max_side)
+                arr, w, h, scale = await _decode(data)
                 item["image"] = {"width": w, "height": h}
                 good.append((i, arr, scale))
             except ApiError as e:
                 item["error"] = {"error": e.code, "detail": e.detail}
+            except Exception as e:  # noqa: BLE001 - one slot's failure is that slot's answer
+                code, detail = internal_error(f"batch slot {i} decode", e)
+                item["error"] = {"error": code, "detail": detail}
             items.append(item)
         t1 = time.perf_counter()
-        results = await _run([arr for _, arr, _ in good]) if good else []
+        results = await _run([arr for _, arr, _ in good], return_exceptions=True) if good else []
         for (i, _, scale), res in zip(good, results):
-            items[i]["faces"] = [_face_dict(f, scale) for f in res.faces]
+            if isinstance(res, BaseException):  # the model failed on this image (alone)
+                code, detail = internal_error(f"batch slot {i} model", res)
+                items[i]["error"] = {"error": code, "detail": detail}
+            else:
+                items[i]["faces"] = [_face_dict(f, scale) for f in res.faces]
+        results = [r for r in results if not isinstance(r, BaseException)]
         return {
             "results": items,
             "errors": sum(1 for it in items if it["error"]),
@@ -446,8 +378,8 @@ def create_app(
             },
         }
 
-    @app.get("/v1/models", response_model=ModelsResponse, dependencies=[Depends(check_key)], tags=["info"],
-             responses={401: ERROR_RESPONSES[401]})
+    @app.get("/v1/models", response_model=ModelsResponse, dependencies=guard, tags=["info"],
+             responses={k: v for k, v in responses.items() if k == 401})
     async def models():
         return {"models": [info.model_dump()], "default": info.name}
 
@@ -470,6 +402,20 @@ def create_app(
                             headers={"Content-Security-Policy": _PAGE_CSP, "Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=os.fspath(static_dir)), name="static")
+    if swagger is not None:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs(request: Request):
+            root = request.scope.get("root_path", "")
+            return get_swagger_ui_html(
+                openapi_url=f"{root}{app.openapi_url}", title="ferkit API",
+                swagger_js_url=f"{root}/docs-assets/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}/docs-assets/swagger-ui.css",
+                swagger_favicon_url=f"{root}/docs-assets/favicon.png",
+            )
+
+        app.mount("/docs-assets", StaticFiles(directory=os.fspath(swagger)), name="docs-assets")
     return app
 
 
@@ -478,7 +424,7 @@ def app_from_env() -> FastAPI:
 
     Reads ``FERKIT_SERVE_MODEL``, ``FERKIT_SERVE_BACKEND``, ``FERKIT_SERVE_DETECTOR``,
     ``FERKIT_SERVE_MAX_UPLOAD_MB``, ``FERKIT_SERVE_BATCH_WINDOW_MS``,
-    ``FERKIT_SERVE_MAX_BATCH`` and ``FERKIT_API_KEY``.
+    ``FERKIT_SERVE_MAX_BATCH``, ``FERKIT_SERVE_DECODE_MPIX`` and ``FERKIT_API_KEY``.
     """
     env = os.environ
     return create_app(
@@ -489,4 +435,5 @@ def app_from_env() -> FastAPI:
         max_batch=int(env.get("FERKIT_SERVE_MAX_BATCH", 64)),
         backend=env.get("FERKIT_SERVE_BACKEND", "auto"),
         detector=env.get("FERKIT_SERVE_DETECTOR", "default"),
+        decode_pixels=int(float(env.get("FERKIT_SERVE_DECODE_MPIX", DEFAULT_MAX_PIXELS / 1e6)) * 1e6),
     )

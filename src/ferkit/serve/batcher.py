@@ -134,9 +134,16 @@ class MicroBatcher:
         self._queue.put_nowait(item)
         return await item.future
 
-    async def submit_many(self, images: Sequence[Any]) -> list[BatchResult]:
-        """Queue several images (one request's batch); they may share model calls with others."""
-        return list(await asyncio.gather(*(self.submit(im) for im in images)))
+    async def submit_many(
+        self, images: Sequence[Any], return_exceptions: bool = False
+    ) -> list[BatchResult | BaseException]:
+        """Queue several images (one request's batch); they may share model calls with others.
+
+        With ``return_exceptions`` an image the model fails on gets its exception in
+        its slot and the others their results; otherwise the first failure is raised.
+        """
+        return list(await asyncio.gather(*(self.submit(im) for im in images),
+                                         return_exceptions=return_exceptions))
 
     async def _collect(self, queue: asyncio.Queue[_Item]) -> list[_Item]:
         batch = [await queue.get()]
@@ -158,48 +165,59 @@ class MicroBatcher:
         return batch
 
     async def _run(self, queue: asyncio.Queue[_Item]) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect(queue)
             # Requests cancelled while waiting (client went away) need no model time.
             batch = [it for it in batch if not it.future.done()]
-            if not batch:
-                continue
-            started = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(
-                    self._executor, self.predict_batch, [it.image for it in batch]
+            if batch:
+                await self._call(batch)
+
+    async def _call(self, batch: list[_Item]) -> None:
+        """Run one model call and answer its futures; a failure never stops the worker."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(
+                self._executor, self.predict_batch, [it.image for it in batch]
+            )
+            if len(results) != len(batch):
+                raise RuntimeError(
+                    f"predict_batch returned {len(results)} results for {len(batch)} images"
                 )
-                if len(results) != len(batch):
-                    raise RuntimeError(
-                        f"predict_batch returned {len(results)} results for {len(batch)} images"
-                    )
-            except asyncio.CancelledError:
-                for it in batch:
-                    if not it.future.done():
-                        it.future.cancel()
-                raise
-            except Exception as e:  # delivered to every waiting request, the worker carries on
-                log.exception("model batch of %d images failed", len(batch))
-                for it in batch:
-                    if not it.future.done():
-                        it.future.set_exception(e)
-                continue
-            done = time.perf_counter()
-            inference_ms = (done - started) * 1000.0
-            self.stats.images += len(batch)
-            self.stats.batches += 1
-            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-            for it, faces in zip(batch, results):
+        except asyncio.CancelledError:
+            for it in batch:
                 if not it.future.done():
-                    it.future.set_result(
-                        BatchResult(
-                            faces=list(faces),
-                            queue_ms=(started - it.enqueued) * 1000.0,
-                            inference_ms=inference_ms,
-                            batch_size=len(batch),
-                        )
+                    it.future.cancel()
+            raise
+        except Exception as e:  # noqa: BLE001 - answered per image, the worker carries on
+            if len(batch) > 1:
+                # One bad image must not fail the others (other requests' images among
+                # them): run each alone, so only an image that fails by itself gets an error.
+                log.warning("model batch of %d images failed (%s); running them one by one",
+                            len(batch), type(e).__name__)
+                for it in batch:
+                    if not it.future.done():
+                        await self._call([it])
+                return
+            log.warning("model call failed on one image: %s: %s", type(e).__name__, e)
+            if not batch[0].future.done():
+                batch[0].future.set_exception(e)
+            return
+        done = time.perf_counter()
+        inference_ms = (done - started) * 1000.0
+        self.stats.images += len(batch)
+        self.stats.batches += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        for it, faces in zip(batch, results):
+            if not it.future.done():
+                it.future.set_result(
+                    BatchResult(
+                        faces=list(faces),
+                        queue_ms=(started - it.enqueued) * 1000.0,
+                        inference_ms=inference_ms,
+                        batch_size=len(batch),
                     )
+                )
 
     async def close(self) -> None:
         """Stop the worker; images still queued get a cancelled future."""
