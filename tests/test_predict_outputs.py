@@ -106,3 +106,13 @@ def test_faces_are_numbered_from_1_in_every_format(slim, tmp_path, capsys):
     assert [json.loads(x)["face"] for x in outs["jsonl"].splitlines()] == [1, 2]
     assert [r["face"] for r in csv.DictReader(io.StringIO(outs["csv"]))] == ["1", "2"]
     assert [line.split(": face ")[1].split()[0] for line in outs["text"].splitlines()] == ["1", "2"]
+
+
+def test_plot_without_matplotlib_is_a_usage_error_before_any_work(slim, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "matplotlib" else real(n, *a))
+    rc = main(["predict", "--demo", "--model", slim, "--plot", str(tmp_path / "p"), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and "pip install 'ferkit[plot]'" in err

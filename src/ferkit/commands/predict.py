@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -150,6 +151,9 @@ def run(args) -> int:
         )
     if args.every < 1 or args.batch_size < 1:
         raise FerkitError("--every and --batch-size must be at least 1")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        # Checked before any work: a missing plotting library must not end a long batch.
+        raise FerkitError("--plot needs matplotlib, which is not installed: pip install 'ferkit[plot]'")
     if args.min_face is not None and args.min_face < 0:
         raise FerkitError("--min-face must be 0 or more pixels")
     fmt = args.format or ("text" if args.demo and not args.inputs else "jsonl")
