@@ -97,7 +97,8 @@ def test_malformed_label_lines(tmp_path):
     )
     rows, skipped = read_label_file(root / "EmoLabel" / "list_patition_label.txt")
     assert [(r[0], r[2]) for r in rows] == [("train_00001.jpg", "surprise"), ("test_0001.jpg", "neutral")]
-    assert skipped == {"malformed label line": 2, "image name without train_/test_ prefix": 1}
+    # each reason names its lines, so the user can open the file there
+    assert skipped == {"malformed label line (lines 2, 3)": 2, "image name without train_/test_ prefix (line 4)": 1}
     with pytest.raises(DataError, match="no split"):
         index_rafdb(root, "publictest")
 

@@ -59,8 +59,16 @@ def load_index(
         base = spec.index(root, "train", **source_options)
         if group_val and base.groups is not None:
             tr, va = group_split(base.groups, val_fraction, seed)
+            unit, why = f"items of {len(set(base.groups))} subject(s)/group(s)", "the split is by subject/group"
         else:
             tr, va = stratified_split(base.labels, val_fraction, seed)
+            unit, why = "faces", "a class gives validation faces only when it has 2 or more"
+        if not tr or not va:
+            side = "training" if not tr else "validation"
+            raise DataError(
+                f"{root}: carving validation (val_fraction {val_fraction}) from {len(base)} training "
+                f"{unit} leaves the {side} split empty ({why}); add data or change val_fraction"
+            )
         return base.subset(tr if split == "train" else va, split=split)
     if split == "val" and not native_val:
         raise DataError(f"{root}: no validation split (and val_fraction is 0)")

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import csv
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from ferkit.data.folders import find_split_dir, index_folder_tree
-from ferkit.data.sources import Index, file_fingerprint, register_source
+from ferkit.data.sources import Index, file_fingerprint, register_source, skips_with_lines
 from ferkit.errors import DataError
 from ferkit.labels import FER7
 
@@ -39,20 +39,32 @@ def _split_filter(split: str):
 
 
 def read_fer2013_csv(path) -> tuple[np.ndarray, np.ndarray, list[str], Counter]:
-    """Parse the CSV into images (N, 48, 48) uint8, labels (N,), usage per row, skip counts."""
+    """Parse the CSV into images (N, 48, 48) uint8, labels (N,), usage per row, skip counts.
+
+    Every physical line is one row, parsed on its own: FER2013 rows never span lines,
+    and a stray or unterminated quote in one row must not swallow the rows after it
+    (the csv module would read on to the next quote, or fail with "field larger than
+    field limit"). Bad rows are skipped and counted by reason; each reason names its
+    first line numbers (1 = the header), e.g. ``{"unterminated or stray quote (line 4)": 1}``.
+
+    Raises:
+        DataError: unreadable file, not a FER2013 header, or no valid row.
+    """
     path = Path(path)
-    skipped: Counter = Counter()
     images, labels, usages = [], [], []
+    bad: dict[str, list[int]] = defaultdict(list)
     try:
-        f = open(path, newline="", encoding="utf-8-sig")
+        f = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed by the with below
     except OSError as e:
         raise DataError(f"{path}: cannot open ({e.strerror})") from None
     with f:
-        reader = csv.reader(f)
         try:
-            header = [h.strip().lower() for h in next(reader)]
-        except StopIteration:
-            raise DataError(f"{path}: empty CSV file") from None
+            first = f.readline()
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not a text CSV file (not UTF-8)") from None
+        if not first.strip():
+            raise DataError(f"{path}: empty CSV file")
+        header = [h.strip().lower() for h in _parse_line(first) or first.split(",")]
         need = {"emotion", "pixels", "usage"}
         if not need <= set(header):
             raise DataError(
@@ -60,34 +72,58 @@ def read_fer2013_csv(path) -> tuple[np.ndarray, np.ndarray, list[str], Counter]:
                 "(expected emotion,pixels,Usage)"
             )
         ie, ip, iu = header.index("emotion"), header.index("pixels"), header.index("usage")
-        for row in reader:
-            if not row or all(not c.strip() for c in row):
+        lineno = 1
+        while True:
+            lineno += 1
+            try:
+                line = f.readline()
+            except UnicodeDecodeError:
+                raise DataError(f"{path}: line {lineno}: not UTF-8 text") from None
+            if not line:
+                break
+            if not line.strip():
+                continue
+            row = _parse_line(line)
+            if row is None:
+                bad["unterminated or stray quote"].append(lineno)
+                continue
+            if len(row) != len(header):
+                bad[f"{len(row)} fields instead of {len(header)}"].append(lineno)
                 continue
             try:
                 emo = int(row[ie])
                 px = np.array(row[ip].split(), dtype=np.int64)
-                usage = row[iu].strip().lower()
-            except (ValueError, IndexError):
-                skipped["malformed row (non-numeric emotion or pixels)"] += 1
+            except ValueError:
+                bad["non-numeric emotion or pixels"].append(lineno)
                 continue
+            usage = row[iu].strip().lower()
             if px.size != 48 * 48:
-                skipped[f"pixel string of length {px.size}, not 2304"] += 1
+                bad[f"pixel string of length {px.size}, not 2304"].append(lineno)
                 continue
             if px.min() < 0 or px.max() > 255:
-                skipped["pixel value outside 0..255"] += 1
+                bad["pixel value outside 0..255"].append(lineno)
                 continue
             if not 0 <= emo < len(FER7):
-                skipped[f"emotion label {emo} outside 0..6"] += 1
+                bad[f"emotion label {emo} outside 0..6"].append(lineno)
                 continue
             if usage not in USAGE_TO_SPLIT:
-                skipped[f"unknown Usage value {row[iu].strip()!r}"] += 1
+                bad[f"unknown Usage value {row[iu].strip()!r}"].append(lineno)
                 continue
             images.append(px.astype(np.uint8).reshape(48, 48))
             labels.append(emo)
             usages.append(USAGE_TO_SPLIT[usage])
+    skipped = skips_with_lines(bad)
     if not images:
         raise DataError(f"{path}: no valid rows" + (f" ({dict(skipped)})" if skipped else ""))
     return np.stack(images), np.array(labels, dtype=np.int64), usages, skipped
+
+
+def _parse_line(line: str) -> list[str] | None:
+    """One CSV line as fields, or None when its quotes do not pair up (or it is huge)."""
+    try:
+        return next(csv.reader([line], strict=True))
+    except (csv.Error, StopIteration):
+        return None
 
 
 def _is_fer_csv(p: Path) -> bool:

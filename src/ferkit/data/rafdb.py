@@ -21,11 +21,11 @@ only when none is present). RAF-DB has no subject ids, so ``groups`` is None.
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from ferkit.data.images import decode_image, is_image_file
-from ferkit.data.sources import Index, file_fingerprint, register_source
+from ferkit.data.sources import Index, file_fingerprint, register_source, skips_with_lines
 from ferkit.errors import DataError
 
 #: RAF-DB label number -> canonical emotion name.
@@ -54,23 +54,25 @@ def _check_split(split: str) -> None:
 
 def read_label_file(path) -> tuple[list[tuple[str, str, str]], Counter]:
     """Parse ``list_patition_label.txt`` into (image name, split, canonical label) rows + skip counts."""
-    rows, skipped = [], Counter()
+    rows: list[tuple[str, str, str]] = []
+    bad: dict[str, list[int]] = defaultdict(list)
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         raise DataError(f"{path}: cannot read RAF-DB label file ({e.strerror})") from None
-    for line in text.splitlines():
+    for lineno, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) not in RAF_LABELS:
-            skipped["malformed label line"] += 1
+            bad["malformed label line"].append(lineno)
             continue
         split = _split_of(parts[0])
         if split is None:
-            skipped["image name without train_/test_ prefix"] += 1
+            bad["image name without train_/test_ prefix"].append(lineno)
             continue
         rows.append((parts[0], split, RAF_LABELS[int(parts[1])]))
+    skipped = skips_with_lines(bad)
     if not rows:
         raise DataError(f"{path}: no valid 'name label' lines (expected e.g. 'train_00001.jpg 5')")
     return rows, skipped

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,20 @@ def file_fingerprint(paths, extra: str = "") -> str:
         st = os.stat(p)
         h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+def skips_with_lines(bad: dict[str, list[int]], shown: int = 3) -> Counter:
+    """``{reason: [line numbers]}`` -> skip counts whose keys name the first lines.
+
+    ``{"malformed": [4, 9, 12, 30]}`` -> ``{"malformed (lines 4, 9, 12, ... 1 more)": 4}``:
+    a user can open the file at the line instead of guessing which row was dropped.
+    """
+    out: Counter = Counter()
+    for reason, lines in bad.items():
+        more = f", ... {len(lines) - shown} more" if len(lines) > shown else ""
+        word = "line" if len(lines) == 1 else "lines"
+        out[f"{reason} ({word} {', '.join(map(str, lines[:shown]))}{more})"] += len(lines)
+    return out
 
 
 def _import_sources() -> None:

@@ -33,9 +33,11 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
+from ferkit.data.checks import check_classes
 from ferkit.data.dataset import FerDataset, class_weights, load_index
 from ferkit.errors import FerkitError
 from ferkit.labels import FER7
+from ferkit.models.registry import model_task
 from ferkit.training.module import FerLitModule
 from ferkit.training.recipes import Recipe, load_recipe
 from ferkit.training.resume import prepare_resume
@@ -260,6 +262,9 @@ def train(
     for ds in (train_ds, val_ds):
         if msg := ds.report_skipped():
             print(msg)
+    if model_task(recipe.model) == "classify":  # refuses single-class data, warns on unvalidated classes
+        for msg in check_classes(train_ds.targets, val_ds.targets, labels, where=str(data)):
+            warnings.warn(msg, stacklevel=2)
     # The run directory is made only once the data has loaded: a wrong path or an empty
     # folder leaves nothing behind.
     if run_dir is None:
