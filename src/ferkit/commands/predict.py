@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import sys
+import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -203,6 +204,13 @@ def _predict_all(args, rec, items, aliases, fmt, out) -> int:
             job.video(args.webcam, f"webcam:{args.webcam}")
     except KeyboardInterrupt:
         print("ferkit: interrupted; summary so far:", file=sys.stderr)
+    if job.stats["crop_like"] and rec.detector.name != "none":
+        print(
+            f"ferkit: hint: {job.stats['crop_like']} image(s) with no face found look like face "
+            "crops (small and square): if they are cropped faces, use --detector none to "
+            "classify each whole image",
+            file=sys.stderr,
+        )
     print(job.summary(), file=sys.stderr)
     return 1 if job.skipped or job.warned else 0
 
@@ -240,6 +248,7 @@ class _Job:
     def images(self, chunk, bar):
         """Decode, detect and classify a chunk of images (one forward pass for all faces)."""
         from ferkit.errors import FerkitError
+        from ferkit.inference.faces import CropHintWarning, looks_like_crop
 
         arrays, names = [], []
         for entry in chunk:
@@ -249,10 +258,14 @@ class _Job:
             except FerkitError as e:  # this input only; the batch goes on
                 self.skip(entry.name, e)
                 bar.update(1)
-        for name, arr, faces in zip(names, arrays, self.rec.predict_arrays(arrays)):
+        with warnings.catch_warnings():  # the summary gives the crop hint once, with numbers
+            warnings.simplefilter("ignore", CropHintWarning)
+            results = self.rec.predict_arrays(arrays)
+        for name, arr, faces in zip(names, arrays, results):
             self.stats["images"] += 1
             self.stats["faces"] += len(faces)
             self.stats["no_face"] += not faces
+            self.stats["crop_like"] += not faces and looks_like_crop(arr.shape)
             self.writer.write(name, faces)
             self._image_files(name, arr, faces)
             bar.update(1)

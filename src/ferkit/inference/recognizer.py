@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,7 +40,15 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.errors import FerkitError
-from ferkit.inference.faces import FER_MARGIN, Box, crop_face, get_detector
+from ferkit.inference.faces import (
+    CROP_HINT,
+    FER_MARGIN,
+    Box,
+    CropHintWarning,
+    crop_face,
+    get_detector,
+    looks_like_crop,
+)
 
 #: Faces per forward pass; bigger batches gain little on CPU and cost memory.
 MAX_BATCH = 1024
@@ -273,6 +282,10 @@ class Recognizer:
         """
         if boxes is None:
             boxes = self.detect_all(arrays, min_face=min_face)
+            if self.detector.name != "none" and any(
+                not b and looks_like_crop(a.shape) for a, b in zip(arrays, boxes)
+            ):
+                warnings.warn(CROP_HINT, CropHintWarning, stacklevel=3)
         crops, owner = [], []
         for i, (arr, bxs) in enumerate(zip(arrays, boxes)):
             for b in bxs:

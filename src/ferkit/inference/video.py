@@ -297,7 +297,7 @@ def predict_video(
     """
     tracker = tracker or IouTracker()
     for frame in iter_frames(source, every, max_frames):
-        boxes = recognizer.detector.detect(frame.rgb)
+        boxes = recognizer.detect_all([frame.rgb])[0]  # with the recognizer's min_face
         raw = recognizer.predict_arrays([frame.rgb], [boxes])[0]
         probs = np.array([[f.scores[lab] for lab in recognizer.labels] for f in raw])
         faces = [

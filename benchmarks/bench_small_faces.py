@@ -1,0 +1,159 @@
+"""Small faces in large photos: recall and detection time per detector and ``min_face``.
+
+Two sets (``../shared``, research-licensed, not redistributed):
+
+* **Canvases**: one real KDEF face (``AF01ANS`` frontal and ``AF01AFHL`` half profile,
+  cut with context around the Haar box) pasted with its face box at 400, 300, 200, 120
+  and 40 px onto mid-gray 4000x3000 and 1000x750 canvases, at ``--positions`` places
+  drawn with seed 0. A hit = a box with IoU >= 0.3 with the pasted face box.
+* **FER2013**: ``--fer-n`` PublicTest faces (seed 0) upscaled from 48 px to 48, 96 and
+  144 px and placed at a random spot on a 1280x960 mid-gray frame (bench_haar_scale's
+  faces, in a larger frame). Same hit rule.
+
+Time: median wall ms of ``detector.detect`` per image (detection only) and the
+process CPU ms (all OpenCV threads summed; steadier on a shared machine).
+
+Usage::
+
+    nice -n 10 python benchmarks/bench_small_faces.py [--shared ../shared] [--threads 2]
+        [--positions 3] [--fer-n 200] [--detectors haar,haar-fast,mtcnn] [--min-faces 0,40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_inference import hardware
+
+from ferkit.inference.faces import HaarDetector, get_detector, iou
+
+CANVASES = [(4000, 3000), (1000, 750)]
+FACE_SIDES = [400, 300, 200, 120, 40]
+FER_SIDES = [48, 96, 144]
+
+
+def kdef_faces(shared: Path) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """(RGB crop with context, face box inside it) for the frontal and half-profile KDEF photos."""
+    out = []
+    det = HaarDetector(profile=True, min_face=0, max_side=800)
+    for name in ("AF01ANS.JPG", "AF01AFHL.JPG"):
+        rgb = cv2.cvtColor(cv2.imread(str(shared / "fixtures/kdef/AF01" / name)), cv2.COLOR_BGR2RGB)
+        x, y, w, h = det.detect(rgb)[0]
+        side = int(max(w, h) * 1.8)  # hair, neck and shoulders around the face box
+        x0, y0 = x + w // 2 - side // 2, y + h // 2 - side // 2
+        pad = side
+        big = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        crop = big[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side]
+        out.append((crop, (x - x0, y - y0, w, h)))
+    return out
+
+
+def paste(canvas: np.ndarray, crop: np.ndarray, box, face_px: int, rng: random.Random):
+    """Paste ``crop`` scaled so its face box is ``face_px`` wide; return the face box on the canvas."""
+    f = face_px / box[2]
+    side = max(1, round(crop.shape[0] * f))
+    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC
+    small = cv2.resize(crop, (side, side), interpolation=interp)
+    H, W = canvas.shape[:2]
+    side = min(side, H, W)
+    small = small[:side, :side]
+    cx, cy = rng.randrange(0, W - side + 1), rng.randrange(0, H - side + 1)
+    canvas[cy : cy + side, cx : cx + side] = small
+    return (cx + round(box[0] * f), cy + round(box[1] * f), round(box[2] * f), round(box[3] * f))
+
+
+def canvas_set(shared: Path, positions: int):
+    faces = kdef_faces(shared)
+    rng = random.Random(0)
+    sets = {}
+    for W, H in CANVASES:
+        for px in FACE_SIDES:
+            items = []
+            for crop, box in faces:
+                for _ in range(positions):
+                    canvas = np.full((H, W, 3), 128, np.uint8)
+                    items.append((canvas, paste(canvas, crop, box, px, rng)))
+            sets[(f"{W}x{H}", px)] = items
+    return sets
+
+
+def fer_set(shared: Path, n: int):
+    files = sorted((shared / "datasets/fer2013/test").glob("*/*.jpg"))
+    random.Random(0).shuffle(files)
+    rng = random.Random(1)
+    sets = {}
+    for px in FER_SIDES:
+        items = []
+        for f in files[:n]:
+            g = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+            g = cv2.resize(g, (px, px), interpolation=cv2.INTER_CUBIC) if px != 48 else g
+            canvas = np.full((960, 1280), 128, np.uint8)
+            x, y = rng.randrange(0, 1280 - px), rng.randrange(0, 960 - px)
+            canvas[y : y + px, x : x + px] = g
+            items.append((np.repeat(canvas[:, :, None], 3, 2), (x, y, px, px)))
+        sets[("FER 1280x960", px)] = items
+    return sets
+
+
+def run(det, min_face: int, items) -> tuple[int, float, float, int]:
+    """Hits, median wall ms, mean CPU ms per image, false positives."""
+    hits = extra = 0
+    walls, cpu0 = [], time.process_time()
+    for im, truth in items:
+        t0 = time.perf_counter()
+        boxes = det.detect(im, min_face)
+        walls.append(1000 * (time.perf_counter() - t0))
+        ok = any(iou(b, truth) >= 0.3 for b in boxes)
+        hits += ok
+        extra += len(boxes) - ok
+    cpu = 1000 * (time.process_time() - cpu0) / max(1, len(items))
+    return hits, float(np.median(walls)), cpu, extra
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--positions", type=int, default=3)
+    ap.add_argument("--fer-n", type=int, default=200)
+    ap.add_argument("--detectors", default="haar,haar-fast,mtcnn")
+    ap.add_argument("--min-faces", default="0,40")
+    ap.add_argument("--skip-fer", action="store_true")
+    ap.add_argument("--only-fer", action="store_true")
+    args = ap.parse_args()
+    cv2.setNumThreads(args.threads)
+    shared = Path(args.shared)
+    print("hardware:", hardware(args.threads))
+    sets = canvas_set(shared, args.positions)
+    if not args.skip_fer:
+        sets.update(fer_set(shared, args.fer_n))
+    if args.only_fer:
+        sets = {k: v for k, v in sets.items() if k[0].startswith("FER")}
+    print("| detector | min_face | set | face px | found | false pos. | median ms | CPU ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.detectors.split(","):
+        try:
+            det = get_detector(name)
+        except Exception as e:  # noqa: BLE001 - an optional detector that is not installed
+            print(f"| {name} | - | - | - | skipped: {e} | | | |")
+            continue
+        for mf in (int(v) for v in args.min_faces.split(",")):
+            for (what, px), items in sets.items():
+                hits, wall, cpu, extra = run(det, mf, items)
+                print(
+                    f"| {name} | {mf} | {what} | {px} | {hits}/{len(items)} | {extra} | "
+                    f"{wall:.1f} | {cpu:.1f} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
