@@ -42,8 +42,13 @@ def load_model(ref: str | os.PathLike = "default"):
     return model, spec, path
 
 
-def onnx_bytes(model, spec: dict, opset: int = OPSET) -> bytes:
-    """Serialise ``model`` to ONNX with a dynamic batch axis and ferkit metadata."""
+def onnx_bytes(model, spec: dict, opset: int = OPSET, *, fp16_storage: bool = True) -> bytes:
+    """Serialise ``model`` to ONNX with a dynamic batch axis and ferkit metadata.
+
+    ``fp16_storage``: store weights that are exactly fp16 values as fp16 (see
+    :func:`_fp16_storage`); turn it off for tools that expect plain float32
+    initializers (e.g. ``onnxruntime.quantization``).
+    """
     import torch
 
     onnx = require("onnx", "pip install 'ferkit[train]'")
@@ -82,7 +87,8 @@ def onnx_bytes(model, spec: dict, opset: int = OPSET) -> bytes:
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_PREFIX + k, v
     proto.producer_name = "ferkit"
-    _fp16_storage(proto)
+    if fp16_storage:
+        _fp16_storage(proto)
     return proto.SerializeToString()
 
 
