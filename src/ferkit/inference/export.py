@@ -24,7 +24,7 @@ import numpy as np
 from ferkit.errors import FerkitError
 
 # Re-exported: callers used to import the runtime half from here.
-from ferkit.inference.onnx_runtime import META_PREFIX, onnx_session, require, softmax  # noqa: F401
+from ferkit.inference.onnx_runtime import META_PREFIX, onnx_session, require, softmax
 
 OPSET = 17
 
