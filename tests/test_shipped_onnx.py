@@ -16,6 +16,12 @@ from ferkit.models.input_config import InputConfig
 
 ASTRONAUT = pretrained.WEIGHTS_DIR.parent / "assets" / "astronaut.png"
 SHIPPED = [n for n in pretrained.PRETRAINED if pretrained.shipped_path(n, "torch").is_file()]
+#: Every shipped ONNX file, with the .pt it is made from (int8 models: their source's).
+ONNX_SHIPPED = {
+    n: pretrained.shipped_path(pretrained.QUANTIZED.get(n, n), "torch")
+    for n in pretrained.PRETRAINED
+    if pretrained.shipped_path(pretrained.QUANTIZED.get(n, n), "torch").is_file()
+}
 
 pytestmark = pytest.mark.skipif(not SHIPPED, reason="shipped weights not installed")
 
@@ -26,7 +32,7 @@ def _sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", sorted(ONNX_SHIPPED))
 def test_every_shipped_pt_has_an_onnx_exported_from_it(name):
     onnx_path = pretrained.shipped_path(name, "onnx")
     assert onnx_path.is_file(), f"run 'ferkit export --shipped' to create {onnx_path}"
@@ -34,13 +40,16 @@ def test_every_shipped_pt_has_an_onnx_exported_from_it(name):
     raw = sess.get_modelmeta().custom_metadata_map
     # The .onnx records the hash of the .pt it came from: a replaced .pt without a
     # re-export fails here, in every install, torch or not.
-    assert raw["ferkit.source_sha256"] == _sha256(pretrained.shipped_path(name, "torch")), (
+    assert raw["ferkit.source_sha256"] == _sha256(ONNX_SHIPPED[name]), (
         f"{onnx_path} is stale: run 'ferkit export --shipped'"
     )
     assert meta["labels"] == list(FER7)
     cfg = InputConfig.from_dict(meta["input_config"])
     assert cfg == InputConfig(size=48, channels=1, mean=(0.5,), std=(0.5,))
-    assert meta["model"] == "boulis-baseline" and meta["version"] == meta["meta"]["version"]
+    assert meta["model"] == "boulis-baseline"
+    suffix = "-int8" if name in pretrained.QUANTIZED else ""
+    assert meta["version"] == meta["meta"]["version"] + suffix
+    assert ("ferkit.quantization" in raw) == bool(suffix)
     # The batch axis is dynamic and the output is one logit per label.
     for n in (1, 5):
         assert sess.run(None, {"input": np.zeros((n, 1, 48, 48), np.float32)})[0].shape == (n, 7)
@@ -80,6 +89,46 @@ def test_shipped_onnx_matches_the_pt_within_1e4(name):
     assert max(abs(ft[0].scores[k] - fo[0].scores[k]) for k in FER7) <= 1e-4
 
 
+def test_int8_model_is_smaller_and_agrees_with_the_float_model():
+    if "default-int8" not in ONNX_SHIPPED:
+        pytest.skip("default-int8 not shipped")
+    from ferkit.inference.recognizer import Recognizer
+
+    f32, i8 = Recognizer.from_pretrained("default"), Recognizer.from_pretrained("default-int8")
+    assert (f32.backend, i8.backend) == ("onnx", "onnx") and i8.version.endswith("-int8")
+    size = pretrained.shipped_path("default-int8", "onnx").stat().st_size
+    assert size < 0.6 * pretrained.shipped_path("default", "onnx").stat().st_size
+    (a,), (b,) = f32.predict(ASTRONAUT), i8.predict(ASTRONAUT)
+    assert a.box == b.box and a.label == b.label == "happy"
+    assert max(abs(a.scores[k] - b.scores[k]) for k in FER7) < 0.02
+    crops = np.random.default_rng(0).integers(0, 256, (256, 48, 48), dtype=np.uint8)
+    pa, pb = f32.classify_faces(crops), i8.classify_faces(crops)
+    assert (pa.argmax(1) == pb.argmax(1)).mean() >= 0.95
+    assert np.abs(pa - pb).mean() < 0.01
+
+
+@pytest.mark.slow
+def test_int8_model_keeps_publictest_accuracy(fer2013_dir):
+    """Every 5th PublicTest face: int8 within 0.3 points of the float model (issue 18's rule)."""
+    if "default-int8" not in ONNX_SHIPPED:
+        pytest.skip("default-int8 not shipped")
+    from PIL import Image
+
+    from ferkit.inference.recognizer import Recognizer
+
+    f32, i8 = Recognizer.from_pretrained("default"), Recognizer.from_pretrained("default-int8")
+    xs, ys = [], []
+    for k, lab in enumerate(f32.labels):
+        for f in sorted((fer2013_dir / "test" / lab).glob("PublicTest_*"))[::5]:
+            xs.append(np.asarray(Image.open(f).convert("L")))
+            ys.append(k)
+    x, y = np.stack(xs), np.asarray(ys)
+    acc32 = (f32.classify_faces(x).argmax(1) == y).mean()
+    acc8 = (i8.classify_faces(x).argmax(1) == y).mean()
+    assert len(y) > 700 and acc32 > 0.5
+    assert acc8 >= acc32 - 0.003, (acc32, acc8)
+
+
 def test_export_shipped_regenerates_a_model_the_same_way(monkeypatch, tmp_path, capsys):
     pytest.importorskip("torch", reason="exporting needs the train extra")
     pytest.importorskip("onnx", reason="exporting needs the train extra")
@@ -91,6 +140,9 @@ def test_export_shipped_regenerates_a_model_the_same_way(monkeypatch, tmp_path, 
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
     assert main(["export", "--shipped"]) == 0
     assert "max |probability difference|" in capsys.readouterr().out
+    # The int8 variant is made from the same .pt, in the same run.
+    _, meta8 = onnx_session(tmp_path / "default-int8.onnx")
+    assert meta8["version"].endswith("-int8") and meta8["labels"] == list(FER7)
     sess, meta = onnx_session(tmp_path / "default.onnx")
     raw = sess.get_modelmeta().custom_metadata_map
     assert raw["ferkit.source_sha256"] == _sha256(tmp_path / "default.pt")

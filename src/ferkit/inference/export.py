@@ -222,6 +222,39 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def quantize_int8(fp32_onnx: bytes, version_suffix: str = "-int8") -> bytes:
+    """int8 dynamic quantization of a ferkit ONNX graph (float32 initializers).
+
+    The weights of MatMul/Gemm (fully connected) layers become int8 and their
+    activations are quantized on the fly (``onnxruntime.quantization.
+    quantize_dynamic``). Convolutions stay float: as ``ConvInteger`` they ran about
+    4x slower on onnxruntime's CPU kernels (benchmarks/bench_quantize.py --ops all).
+    The ferkit metadata is kept; ``ferkit.version`` gets ``version_suffix`` and
+    ``ferkit.quantization`` says what was done.
+    """
+    onnx = require("onnx", "pip install 'ferkit[train]'")
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(fp32_onnx)
+        meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+        quantize_dynamic(
+            str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+        )
+        proto = onnx.load(str(dst))
+    meta[META_PREFIX + "version"] = meta.get(META_PREFIX + "version", "") + version_suffix
+    meta[META_PREFIX + "quantization"] = "int8 dynamic, MatMul/Gemm weights (onnxruntime)"
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.producer_name = "ferkit"
+    return proto.SerializeToString()
+
+
 def export_shipped(names=None, *, opset: int = OPSET, tol: float = 1e-4) -> list[dict]:
     """Regenerate ``ferkit/weights/<name>.onnx`` from ``<name>.pt`` for shipped models.
 
@@ -229,6 +262,8 @@ def export_shipped(names=None, *, opset: int = OPSET, tol: float = 1e-4) -> list
     gets the same graph settings and metadata as the default one. The ONNX file
     records the SHA-256 of its ``.pt`` (``ferkit.source_sha256``): the test suite
     checks it, so a replaced ``.pt`` without a re-export is caught even without torch.
+    Models listed in ``pretrained.QUANTIZED`` are made from their source's ``.pt`` by
+    :func:`quantize_int8` (checked looser: int8 is not exact).
 
     Args:
         names: shipped model names (default: every one whose ``.pt`` is installed).
@@ -242,23 +277,30 @@ def export_shipped(names=None, *, opset: int = OPSET, tol: float = 1e-4) -> list
         FerkitError: unknown name, missing ``.pt``, or parity worse than ``tol``
             (the previous ``.onnx`` is then left in place).
     """
-    from ferkit.inference.pretrained import PRETRAINED, shipped_path
+    from ferkit.inference.pretrained import PRETRAINED, QUANTIZED, shipped_path
 
-    names = list(names) if names else [n for n in PRETRAINED if shipped_path(n, "torch").is_file()]
+    def source(name: str) -> Path:
+        return shipped_path(QUANTIZED.get(name, name), "torch")
+
+    names = list(names) if names else [n for n in PRETRAINED if source(n).is_file()]
     results = []
     for name in names:
         if name not in PRETRAINED:
             raise FerkitError(f"{name!r} is not a shipped model; shipped: {', '.join(PRETRAINED)}")
-        src = shipped_path(name, "torch")
+        src = source(name)
         if not src.is_file():
-            raise FerkitError(f"{src}: the shipped {name!r} torch file is missing")
+            raise FerkitError(f"{src}: the torch file of the shipped {name!r} model is missing")
         model, spec, _ = load_model(src)
         spec["source_sha256"] = file_sha256(src)
         out = shipped_path(name, "onnx")
         tmp = out.with_name(out.name + ".tmp")
-        tmp.write_bytes(onnx_bytes(model, spec, opset))
+        if name in QUANTIZED:
+            tmp.write_bytes(quantize_int8(onnx_bytes(model, spec, opset, fp16_storage=False)))
+        else:
+            tmp.write_bytes(onnx_bytes(model, spec, opset))
         diff = parity(model, tmp, n=64)
-        if diff > tol:
+        # int8 moves probabilities a little (99.6% of PublicTest labels unchanged).
+        if diff > (max(tol, 0.1) if name in QUANTIZED else tol):
             tmp.unlink()
             raise FerkitError(f"{name}: onnxruntime differs from PyTorch by {diff:.2e} > {tol:g}")
         os.replace(tmp, out)
