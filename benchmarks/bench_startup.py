@@ -42,8 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 ASSET = REPO / "src" / "ferkit" / "assets" / "astronaut.png"
 
 
-def run_once(argv: list[str], env: dict) -> tuple[float, float, int, str]:
-    """(wall seconds, peak RSS MB, exit code, stderr tail) of one fresh process."""
+def run_once(argv: list[str], env: dict) -> tuple[float, float, float, int, str]:
+    """(wall s, CPU s = user + system, peak RSS MB, exit code, stderr tail) of one process."""
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # wait4 gives this child's own rusage (ru_maxrss in KiB on Linux).
@@ -54,22 +54,24 @@ def run_once(argv: list[str], env: dict) -> tuple[float, float, int, str]:
     p.stderr.close()
     p.returncode = os.waitstatus_to_exitcode(status)
     del out
-    return wall, usage.ru_maxrss / 1024, p.returncode, err.decode(errors="replace")[-300:]
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, cpu, usage.ru_maxrss / 1024, p.returncode, err.decode(errors="replace")[-300:]
 
 
 def measure(argv: list[str], runs: int, env: dict) -> dict | None:
     results = []
     for i in range(runs + 1):
-        wall, rss, rc, err = run_once(argv, env)
+        wall, cpu, rss, rc, err = run_once(argv, env)
         if rc != 0:
             print(f"  failed (exit {rc}): {' '.join(argv)}\n  {err.strip()}", file=sys.stderr)
             return None
         if i:  # the first run warms the file cache
-            results.append((wall, rss))
+            results.append((wall, cpu, rss))
     return {
-        "wall": statistics.median(w for w, _ in results),
-        "wall_min": min(w for w, _ in results),
-        "rss": statistics.median(r for _, r in results),
+        "wall": statistics.median(r[0] for r in results),
+        "wall_min": min(r[0] for r in results),
+        "cpu": statistics.median(r[1] for r in results),
+        "rss": statistics.median(r[2] for r in results),
     }
 
 
@@ -142,16 +144,19 @@ def main() -> int:
         print("note: the `fer` package is not installed in either environment: its row is skipped\n")
 
     results = {}
-    print(f"{'what':58s} {'wall s':>7s} {'min s':>6s} {'peak MB':>8s}")
+    # CPU time (user + system) is printed too: on a shared, loaded machine it moves
+    # much less than wall time, which includes waiting for a core.
+    print(f"{'what':58s} {'wall s':>7s} {'min s':>6s} {'CPU s':>6s} {'peak MB':>8s}")
     for name, argv in rows:
         r = measure(argv, args.runs, env)
         results[name] = r
         if r:
-            print(f"{name:58s} {r['wall']:7.2f} {r['wall_min']:6.2f} {r['rss']:8.0f}")
+            print(f"{name:58s} {r['wall']:7.2f} {r['wall_min']:6.2f} {r['cpu']:6.2f} {r['rss']:8.0f}")
     light = results.get("light install, ferkit predict")
     before = results.get("full install, ferkit predict --backend torch (before)")
     if light and before:
-        print(f"\nlight vs full --backend torch: {before['wall'] / light['wall']:.2f}x faster, "
+        print(f"\nlight vs full --backend torch: {before['wall'] / light['wall']:.2f}x less wall time, "
+              f"{before['cpu'] / light['cpu']:.2f}x less CPU time, "
               f"{before['rss'] / light['rss']:.2f}x less peak memory")
     if light:
         ok = light["wall"] <= 0.6 and light["rss"] <= 250
