@@ -415,7 +415,8 @@ def test_real_recognizer_end_to_end(slim_model):
     app = create_app(model=str(slim_model), detector="none")
     with TestClient(app) as c:
         models = c.get("/v1/models").json()["models"][0]
-        assert models["name"] == "boulis-baseline" and models["labels"] == list(FER7)
+        assert models["name"] == str(slim_model) and models["architecture"] == "boulis-baseline"
+        assert models["labels"] == list(FER7) and models["detector"] == "none"
         assert models["backend"] == ("onnx" if onnx_available() else "torch")  # backend "auto"
         face = np.random.default_rng(1).integers(0, 255, (96, 80), dtype=np.uint8)
         r = c.post("/v1/predict", files={"file": ("f.png", encode(face), "image/png")})

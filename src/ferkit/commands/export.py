@@ -33,7 +33,7 @@ def add_parser(sub):
         "--format", default="onnx", choices=["onnx", "torch"], help="output format (default: onnx)"
     )
     p.add_argument(
-        "--out", help="output file (default: next to the checkpoint, or ./ferkit-default.*)"
+        "--out", help="output file (default: next to the checkpoint, or ./default.onnx / ./default.pt for the shipped model)"
     )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     p.add_argument(

@@ -383,7 +383,9 @@ class _Job:
             )
             line += f"; {sum(len(v) for v in self.ignored.values())} file(s) ignored: {why}"
         rec = self.rec
-        return line + f" [model {rec.version}, {rec.backend}, detector {rec.detector.name}]"
+        name = getattr(rec, "name", rec.model_name)
+        return line + (f" [model {name} (version {rec.version}), {rec.backend}, "
+                       f"detector {rec.detector.name}]")
 
 
 def _reason(problem: Exception) -> str:

@@ -92,7 +92,8 @@ def run(args) -> int:
     app = create_app(**settings)
     docs = "docs" if any(getattr(r, "path", "") == "/docs" for r in app.routes) else "openapi.json"
     where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"
-    print(f"ferkit: serving {app.state.recognizer.model_name} on {where} "
+    rec = app.state.recognizer
+    print(f"ferkit: serving model {rec.name} (version {rec.version}) on {where} "
           f"(page: {where}, API docs: {where}{docs}){' with API key' if api_key else ''}", file=sys.stderr)
     if args.workers == 1:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -138,7 +138,8 @@ def export_model(
         ref: "default" or a checkpoint path.
         fmt: "onnx" or "torch".
         out: output file; default ``<checkpoint stem>.onnx``/``.pt`` next to a
-            checkpoint, or ``ferkit-default.*`` in the current folder.
+            checkpoint, or ``<name>.*`` (``default.onnx``) in the current folder for a
+            shipped model.
         half: torch format only: store fp16 weights (half the size).
         opset: ONNX opset.
         check: ONNX only: compare onnxruntime's probabilities with PyTorch's on a random batch.
@@ -164,11 +165,10 @@ def export_model(
         model.input_config = replace(model.input_config, tta=None if mode == "none" else mode)
     suffix = ".onnx" if fmt == "onnx" else ".pt"
     if out is None:
-        out = (
-            Path(f"ferkit-{ref}{suffix}")
-            if os.fspath(ref) == "default"
-            else src.with_suffix(suffix)
-        )
+        from ferkit.inference.pretrained import PRETRAINED
+
+        # A shipped model is written under its own name: `ferkit export default` -> default.onnx.
+        out = Path(f"{ref}{suffix}") if os.fspath(ref) in PRETRAINED else src.with_suffix(suffix)
     out = Path(out)
     if out.resolve() == src.resolve():
         raise FerkitError(f"{out}: refusing to overwrite the source checkpoint; pass --out")

@@ -419,7 +419,11 @@ def get_detector(name: str | FaceDetector = "default") -> FaceDetector:
         )
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = _DETECTORS[key].factory()
+            det = _DETECTORS[key].factory()
+            # Reported by its registered name: "haar-full" and "haar-fast" are HaarDetectors
+            # whose class name alone would say "haar".
+            det.name = key
+            _cache[key] = det
         return _cache[key]
 
 

@@ -87,8 +87,15 @@ class Face:
 class Recognizer:
     """Face detector + expression classifier, with a torch or onnxruntime backend.
 
-    Build it with :meth:`from_pretrained`. Attributes: ``labels``,
+    Build it with :meth:`from_pretrained`. Attributes: ``labels``, ``name``,
     ``model_name``, ``version``, ``input_config``, ``backend``, ``detector``.
+
+    Names (the same in the CLI, the service and the docs): ``name`` is what the
+    model was loaded by (``"default"`` for the shipped model, else the path given);
+    ``model_name`` is its architecture in the model registry (``"boulis-baseline"``);
+    ``version`` identifies the weights (architecture + first 8 hex digits of the
+    source file's SHA-256, unless the file stores its own); ``detector.name`` is the
+    registered detector name (``"haar-full"``).
     """
 
     def __init__(
@@ -98,6 +105,7 @@ class Recognizer:
         input_config,
         model_name: str,
         version: str,
+        name: str | None = None,
         model=None,
         session=None,
         detector="default",
@@ -113,6 +121,7 @@ class Recognizer:
         self.labels = list(labels)
         self.input_config = input_config
         self.model_name = model_name
+        self.name = name or model_name
         self.version = version
         self.backend = "torch" if model is not None else "onnx"
         self.device = device
@@ -204,6 +213,7 @@ class Recognizer:
                 input_config=InputConfig.from_dict(meta["input_config"]),
                 model_name=meta["model"],
                 version=meta["version"] or meta["model"],
+                name=os.fspath(name_or_path),
                 session=sess,
                 detector=detector,
                 mirror=mirror,
@@ -222,6 +232,7 @@ class Recognizer:
             input_config=model.input_config,
             model_name=spec["model"],
             version=version,
+            name=os.fspath(name_or_path),
             detector=detector,
             mirror=mirror,
             min_face=min_face,
@@ -432,7 +443,8 @@ class Recognizer:
 
     def __repr__(self) -> str:
         return (
-            f"Recognizer(model={self.model_name!r}, version={self.version!r}, backend={self.backend!r}, "
+            f"Recognizer(name={self.name!r}, model={self.model_name!r}, version={self.version!r}, "
+            f"backend={self.backend!r}, "
             f"detector={self.detector.name!r}, mirror={self.mirror}, tta={self.tta!r}, labels={self.labels})"
         )
 

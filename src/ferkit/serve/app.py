@@ -176,7 +176,8 @@ def create_app(
 
     Args:
         recognizer: anything with ``predict_batch(images) -> list[list[Face]]``,
-            ``labels``, ``model_name`` and ``version``; loaded from ``model`` when None.
+            ``labels``, ``model_name`` (architecture) and ``version``, optionally ``name``
+            and ``detector``; loaded from ``model`` when None.
         model: ``"default"`` (the shipped model) or a checkpoint path.
         max_upload_mb: largest image accepted (413 above); a batch body may hold
             ``BATCH_BODY_FACTOR`` times this.
@@ -199,11 +200,15 @@ def create_app(
     batcher = MicroBatcher(recognizer.predict_batch, max_batch=max_batch, window_ms=batch_window_ms)
     budget = PixelBudget(decode_pixels or max_pixels)
     started = time.time()
+    arch = str(getattr(recognizer, "model_name", "unknown"))
+    det = getattr(getattr(recognizer, "detector", None), "name", None)
     info = ModelInfo(
-        name=str(getattr(recognizer, "model_name", "unknown")),
+        name=str(getattr(recognizer, "name", None) or arch),
         version=str(getattr(recognizer, "version", "unknown")),
+        architecture=arch,
         labels=[str(x) for x in getattr(recognizer, "labels", [])],
         backend=_backend_name(recognizer),
+        detector=det if isinstance(det, str) else None,
     )
 
     @asynccontextmanager

@@ -29,8 +29,8 @@ class ImageSize(BaseModel):
 
 
 class ModelRef(BaseModel):
-    name: str
-    version: str
+    name: str = Field(description="what the server loaded: 'default' for the shipped model, else the file")
+    version: str = Field(description="identity of the weights (architecture + 8 hex digits of the file's SHA-256)")
 
 
 class Timing(BaseModel):
@@ -64,10 +64,12 @@ class BatchResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    name: str
-    version: str
+    name: str = Field(description="what the server loaded: 'default' for the shipped model, else the file")
+    version: str = Field(description="identity of the weights (architecture + 8 hex digits of the file's SHA-256)")
+    architecture: str = Field(description="the network, as named in ferkit's model registry")
     labels: list[str]
     backend: str | None = None
+    detector: str | None = Field(None, description="face detector, as named in ferkit predict --detector")
 
 
 class ModelsResponse(BaseModel):

@@ -1,0 +1,66 @@
+"""One name per thing: the shipped model is `default` everywhere a user meets it, detectors
+are reported by their registered names, faces are numbered the same in every format."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from test_recognizer import make_slim
+
+from ferkit.cli import main
+from ferkit.inference.faces import get_detector, list_detectors
+from ferkit.inference.pretrained import list_pretrained
+
+
+@pytest.mark.parametrize("name", [d for d in list_detectors() if d != "mtcnn"])
+def test_detectors_are_reported_by_their_registered_name(name):
+    assert get_detector(name).name == name  # 'haar-full' was reported as 'haar'
+
+
+def test_predict_summary_names_the_detector_asked_for(tmp_path, capsys):
+    slim = make_slim(tmp_path / "tiny.pt")
+    assert main(["predict", "--demo", "--model", str(slim), "--detector", "haar-full",
+                 "--no-progress"]) == 0
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "detector haar-full]" in summary
+    assert f"model {slim} (version boulis-baseline-" in summary  # the name it was loaded by
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if "default" not in list_pretrained():
+        pytest.skip("the shipped model's files are not installed")
+    return "default"
+
+
+def test_the_shipped_model_is_called_default_everywhere(shipped, capsys):
+    from ferkit.inference.recognizer import Recognizer
+
+    rec = Recognizer.from_pretrained(shipped)
+    assert (rec.name, rec.model_name) == ("default", "boulis-baseline")
+    assert rec.version.startswith("boulis-baseline-")  # the weights' identity, not a name
+    assert main(["predict", "--demo", "--no-progress"]) == 0
+    assert f"[model default (version {rec.version})," in capsys.readouterr().err
+    if importlib.util.find_spec("fastapi") is None:
+        return
+    from fastapi.testclient import TestClient
+
+    from ferkit.serve.app import create_app
+
+    with TestClient(create_app(rec)) as c:
+        (info,) = c.get("/v1/models").json()["models"]
+        assert c.get("/v1/models").json()["default"] == "default"
+        assert c.get("/healthz").json()["model"] == "default"
+    assert (info["name"], info["architecture"], info["version"]) == ("default", "boulis-baseline",
+                                                                     rec.version)
+    assert info["detector"] == "haar"  # "default" resolved to the registered detector
+
+
+def test_export_of_the_shipped_model_is_named_after_it(shipped, tmp_path, monkeypatch):
+    pytest.importorskip("torch", reason="export needs the train extra")
+    from ferkit.inference.export import export_model
+
+    monkeypatch.chdir(tmp_path)
+    out = export_model(shipped, "torch")
+    assert out["path"] == "default.pt" and (tmp_path / "default.pt").is_file()  # was ferkit-default.pt
