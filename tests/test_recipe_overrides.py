@@ -198,3 +198,29 @@ def test_docs_state_the_override_rule():
     root = Path(__file__).resolve().parents[1]
     for doc in (root / "docs" / "training.md", root / "README.md"):
         assert "--set" in doc.read_text() and "wins over" in doc.read_text(), doc
+
+
+def test_misspelt_source_option_is_refused_not_ignored(data, tmp_path, capsys):
+    """Sources take ``**_``, so --set source_options.varient=original used to be dropped silently."""
+    argv = ["train", "boulis-baseline", "--data", str(data), "--out", str(tmp_path / "runs"),
+            "--set", "source_options.varient=original", *FAST]
+    assert main(argv) == 2
+    assert "dataset 'folders' has no option(s) varient (its options: none)" in _one_error_line(capsys)
+    from ferkit.data.sources import get_source
+
+    assert get_source("rafdb").option_names() == ["variant"]
+    assert "angles" in get_source("kdef").option_names()
+
+
+def test_val_fraction_out_of_range_is_a_data_error(data):
+    from ferkit.data.dataset import load_index
+    from ferkit.errors import DataError
+
+    with pytest.raises(DataError, match=r"val_fraction must be in \[0, 1\)"):
+        load_index(data, "val", val_fraction=1.5)  # ferkit evaluate --val-fraction 1.5 (was a ValueError)
+
+
+def test_recipe_and_resume_together_is_refused(tmp_path, capsys):
+    """The positional recipe was ignored in silence when --resume was given."""
+    assert main(["train", "li-vgg", "--resume", str(tmp_path), *FAST]) == 2
+    assert "not both" in _one_error_line(capsys)

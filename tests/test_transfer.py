@@ -274,8 +274,19 @@ def test_recipe_runs_end_to_end(recipe, tiny_tree, tmp_path):
         device="cpu",
         progress=False,
     )
+    from ferkit.models.checkpoint import read_checkpoint
+
     summary = json.loads((run / "summary.json").read_text())
-    assert (run / "best.ckpt").is_file() and 0.0 <= summary["val"]["accuracy"] <= 1.0
+    assert summary["val"]["n"] == 7  # one face per class of tiny_tree's 6
+    # the recipe's freeze policy held: the optimizer stepped (35 faces / 16 = 3 batches) on the
+    # head's 6 tensors only (3 linear layers), each of which got a gradient; the 26 backbone
+    # tensors got no optimizer state at all
+    last = read_checkpoint(run / "last.ckpt")
+    (opt,) = last["optimizer_states"]
+    assert last["global_step"] == 3
+    assert sum(len(g["params"]) for g in opt["param_groups"]) == len(opt["state"]) == 6
+    head = {k for k in last["state_dict"] if k.startswith("model.head.")}
+    assert len(head) == 6 and sum(k.startswith("model.") for k in last["state_dict"]) == 32
 
 
 @pytest.mark.slow

@@ -105,6 +105,10 @@ def run(args) -> int:
 
     if not args.recipe and not args.resume:
         raise FerkitError("give a RECIPE (see 'ferkit recipes') or --resume RUN_DIR")
+    if args.recipe and args.resume:
+        # the recipe would be ignored: a resumed run keeps the one in its config.yaml
+        raise FerkitError(f"give a RECIPE or --resume {args.resume}, not both (a resumed run keeps its own "
+                          "recipe; change fields with --set or the flags)")
     overrides = resolve_overrides(args)
     lim = args.limit_batches
     run_dir = train(

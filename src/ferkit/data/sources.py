@@ -12,6 +12,7 @@ from the path when ``--dataset`` is not given.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -71,6 +72,20 @@ class SourceSpec:
     splits: tuple[str, ...]  # splits the source provides natively
     description: str = ""
     priority: int = 0  # higher is tried first in detection
+
+    def option_names(self) -> list[str]:
+        """The keyword options ``index`` takes (besides root and split)."""
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        params = inspect.signature(self.index).parameters.values()
+        return [p.name for p in params if p.kind in kinds and p.name not in ("root", "split")]
+
+    def check_options(self, options: dict) -> None:
+        """Refuse options this source does not take: its ``**_`` would drop a misspelt
+        ``varient: original`` in silence and the run would use the default."""
+        unknown = sorted(set(options) - set(self.option_names()))
+        if unknown:
+            known = ", ".join(self.option_names()) or "none"
+            raise DataError(f"dataset {self.name!r} has no option(s) {', '.join(unknown)} (its options: {known})")
 
 
 _SOURCES: dict[str, SourceSpec] = {}
