@@ -53,7 +53,7 @@ def test_dae_output_is_an_image_in_unit_range():
 
 def test_dae_loss_reconstructs_the_clean_target():
     torch.manual_seed(0)
-    module = FerLitModule("li-dae")
+    module = FerLitModule.for_model("li-dae")
     dae = module.model
     assert module.task == "reconstruct"
     x = torch.rand(4, 1, 48, 48)
@@ -76,7 +76,7 @@ def test_hybrid_a_dae_is_frozen_and_stays_in_eval_mode(tmp_path):
     torch.manual_seed(0)
     dae = create_model("li-dae")
     torch.save({"state_dict": {f"model.{k}": v for k, v in dae.state_dict().items()}}, tmp_path / "dae.ckpt")
-    module = FerLitModule("li-hybrid-a", model_kwargs={"dae_checkpoint": str(tmp_path / "dae.ckpt"), **SMALL},
+    module = FerLitModule.for_model("li-hybrid-a", model_kwargs={"dae_checkpoint": str(tmp_path / "dae.ckpt"), **SMALL},
                           lr=1e-3)
     hyb = module.model
     assert int(hyb.dae_loaded) == 1
@@ -103,7 +103,7 @@ def test_hybrid_a_dae_is_frozen_and_stays_in_eval_mode(tmp_path):
 
 def test_hybrid_b_trains_everything_and_can_add_reconstruction():
     torch.manual_seed(0)
-    module = FerLitModule("li-hybrid-b", model_kwargs={"recon_weight": 0.5, **SMALL})
+    module = FerLitModule.for_model("li-hybrid-b", model_kwargs={"recon_weight": 0.5, **SMALL})
     hyb = module.model.eval()  # eval: no dropout, seeded DAE corruption -> deterministic terms
     x, y = torch.rand(4, 1, 48, 48), torch.arange(4)
     module.eval()

@@ -26,7 +26,7 @@ def teacher_run(tmp_path_factory):
 
 
 def test_soft_target_loss_matches_cross_entropy_on_one_hot_targets():
-    m = FerLitModule("boulis-baseline", label_smoothing=0.1, mixup=0.2)
+    m = FerLitModule.for_model("boulis-baseline", label_smoothing=0.1, mixup=0.2)
     logits, y = torch.randn(8, 7), torch.randint(0, 7, (8,))
     soft = F.one_hot(y, 7).float()
     ref = F.cross_entropy(logits, y, label_smoothing=0.1)
@@ -35,7 +35,7 @@ def test_soft_target_loss_matches_cross_entropy_on_one_hot_targets():
 
 def test_distillation_loss_is_the_weighted_sum_of_ce_and_kl(teacher_run):
     _, ckpt = teacher_run
-    m = FerLitModule("boulis-baseline", teacher=str(ckpt), distill_alpha=0.3, distill_temperature=3.0)
+    m = FerLitModule.for_model("boulis-baseline", teacher=str(ckpt), distill_alpha=0.3, distill_temperature=3.0)
     x01 = torch.rand(4, 1, 48, 48)
     teacher, spec = load_checkpoint(ckpt)
     from ferkit.data.transforms import prepare_batch
@@ -55,7 +55,7 @@ def test_distillation_loss_is_the_weighted_sum_of_ce_and_kl(teacher_run):
 def test_teacher_with_other_labels_is_refused(teacher_run):
     _, ckpt = teacher_run
     with pytest.raises(FerkitError, match="labels"):
-        FerLitModule("boulis-baseline", num_classes=7, labels=list(reversed(FER7)), teacher=str(ckpt))
+        FerLitModule.for_model("boulis-baseline", labels=list(reversed(FER7)), teacher=str(ckpt))
 
 
 def test_train_with_teacher_mixup_and_ema(teacher_run, tmp_path):
@@ -81,7 +81,7 @@ def test_shipped_model_as_teacher_by_name():
 
     if "default" not in list_pretrained():
         pytest.skip("the shipped model is not installed")
-    m = FerLitModule("boulis-baseline", teacher="default")
+    m = FerLitModule.for_model("boulis-baseline", teacher="default")
     p = m._teacher_probs(torch.rand(3, 1, 48, 48))
     assert p.shape == (3, 7) and torch.allclose(p.sum(1), torch.ones(3), atol=1e-5)
 
@@ -90,19 +90,52 @@ def test_ema_warmup_forgets_the_initial_weights():
     """Regression: a plain 0.999 EMA still holds ~20% of the init after 1,600 steps."""
     from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
 
-    from ferkit.training.train import ema_with_warmup
+    from ferkit.training.schedule import EMAWeights
 
-    def run(avg_fn):
+    def plain():
         p = torch.nn.Parameter(torch.ones(1))  # e.g. BatchNorm's running_var starts at 1 ...
-        avg = AveragedModel(torch.nn.ParameterList([p]), avg_fn=avg_fn)
+        avg = AveragedModel(torch.nn.ParameterList([p]), avg_fn=get_ema_avg_fn(0.999))
         for _ in range(1600):
             with torch.no_grad():
                 p.mul_(0.9).add_(0.1 * 0.05)  # ... and settles near 0.05 within ~50 steps
             avg.update_parameters(torch.nn.ParameterList([p]))
         return float(avg.module[0].detach())
 
-    assert run(get_ema_avg_fn(0.999)) > 0.2
-    assert abs(run(ema_with_warmup(0.999)) - 0.05) < 0.01
+    def ours():
+        net = torch.nn.BatchNorm1d(1)  # a parameter, float buffers and an integer buffer
+        cb = EMAWeights(0.999)
+        cb._average_model = AveragedModel(net, use_buffers=True)
+        for _ in range(1600):
+            with torch.no_grad():
+                net.weight.mul_(0.9).add_(0.1 * 0.05)
+                net.num_batches_tracked.add_(1)
+            cb.update(net)
+        avg = cb._average_model.module
+        assert int(avg.num_batches_tracked) == 1600  # integer buffers follow the live model
+        assert cb.updates == 1600 and int(cb._average_model.n_averaged) == 1600
+        return float(avg.weight.detach())
+
+    assert plain() > 0.2
+    assert abs(ours() - 0.05) < 0.01
+
+
+def test_ema_update_matches_the_warmup_formula():
+    from torch.optim.swa_utils import AveragedModel
+
+    from ferkit.training.schedule import EMAWeights
+
+    net = torch.nn.Linear(2, 1)
+    cb = EMAWeights(0.9)
+    cb._average_model = AveragedModel(net, use_buffers=True)
+    ref = net.weight.detach().clone()
+    cb.update(net)  # the first update copies
+    for n in range(1, 30):
+        with torch.no_grad():
+            net.weight.add_(1.0)
+        d = min(0.9, (1 + n) / (10 + n))
+        ref = d * ref + (1 - d) * net.weight.detach()
+        cb.update(net)
+    assert torch.allclose(cb._average_model.module.weight, ref, atol=1e-5)
 
 
 @pytest.mark.parametrize("field, value", [("ema_decay", 1.5), ("mixup", -0.1), ("distill_alpha", 2),
@@ -118,4 +151,4 @@ def test_out_of_range_regulariser_settings_are_usage_errors(field, value, tmp_pa
 
 def test_teacher_or_mixup_on_a_model_with_its_own_loss_is_refused():
     with pytest.raises(FerkitError, match="own loss"):
-        FerLitModule("wiranata-cae", num_classes=7, mixup=0.2)
+        FerLitModule.for_model("wiranata-cae", mixup=0.2)

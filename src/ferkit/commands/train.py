@@ -20,7 +20,7 @@ refused with one line naming the field)."""
 
 # dedicated flag -> recipe field
 FLAG_FIELDS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "seed": "seed",
-               "class_weights": "class_weights", "dataset": "dataset"}
+               "class_weights": "class_weights", "dataset": "dataset", "max_time": "max_time"}
 
 
 def add_parser(sub):
@@ -46,6 +46,9 @@ def add_parser(sub):
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any recipe field (YAML value), e.g. --set augment=li or "
                    "--set model_kwargs.width=64; repeatable (see the rule below)")
+    p.add_argument("--max-time", type=float, metavar="MINUTES",
+                   help="training time budget: the run times its own epochs and shortens itself (and "
+                   "its cosine schedule) to end within it; sets the recipe field max_time")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     p.add_argument("--devices", type=_positive_int, default=1,
                    help="processes/GPUs; >1 uses DDP (default: 1)")

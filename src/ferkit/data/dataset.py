@@ -46,6 +46,28 @@ def load_index(
         dataset: source name (``ferkit datasets``); auto-detected when None.
         val_fraction: share of train used for val when carving (0 = no carving).
         group_val: carve val by group (subject/actor) instead of stratified.
+
+    Raises:
+        DataError: the path does not exist, or ``val`` is asked of data without one.
+    """
+    return load_indices(root, [split], dataset, val_fraction=val_fraction, seed=seed,
+                        group_val=group_val, **source_options)[0]
+
+
+def load_indices(
+    root,
+    splits,
+    dataset: str | None = None,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    group_val: bool = False,
+    **source_options,
+) -> list[Index]:
+    """Index several splits at once (same arguments as :func:`load_index`).
+
+    ``train`` and ``val`` carved from one training index read the source once, so a
+    run's two splits come from the same listing of the files.
     """
     root = str(root)
     if not Path(root).exists():
@@ -54,28 +76,38 @@ def load_index(
     spec.check_options(source_options)
     if not 0 <= val_fraction < 1:
         raise DataError(f"val_fraction must be in [0, 1) (0 = no carved validation split), got {val_fraction}")
-    split = split.lower()
     native_val = "val" in spec.splits or (
         Path(root).is_dir() and find_split_dir(Path(root), "val") is not None
     )
-    if split in ("train", "val") and not native_val and val_fraction > 0:
-        base = spec.index(root, "train", **source_options)
-        if group_val and base.groups is not None:
-            tr, va = group_split(base.groups, val_fraction, seed)
-            unit, why = f"items of {len(set(base.groups))} subject(s)/group(s)", "the split is by subject/group"
+    carved = None
+    out = []
+    for split in (s.lower() for s in splits):
+        if split in ("train", "val") and not native_val and val_fraction > 0:
+            if carved is None:
+                carved = _carve(root, spec.index(root, "train", **source_options), val_fraction, seed, group_val)
+            out.append(carved[split])
+        elif split == "val" and not native_val:
+            raise DataError(f"{root}: no validation split (and val_fraction is 0)")
         else:
-            tr, va = stratified_split(base.labels, val_fraction, seed)
-            unit, why = "faces", "a class gives validation faces only when it has 2 or more"
-        if not tr or not va:
-            side = "training" if not tr else "validation"
-            raise DataError(
-                f"{root}: carving validation (val_fraction {val_fraction}) from {len(base)} training "
-                f"{unit} leaves the {side} split empty ({why}); add data or change val_fraction"
-            )
-        return base.subset(tr if split == "train" else va, split=split)
-    if split == "val" and not native_val:
-        raise DataError(f"{root}: no validation split (and val_fraction is 0)")
-    return spec.index(root, split, **source_options)
+            out.append(spec.index(root, split, **source_options))
+    return out
+
+
+def _carve(root, base: Index, val_fraction: float, seed: int, group_val: bool) -> dict[str, Index]:
+    """Split a training index into ``train`` and ``val``; refuses a split that comes out empty."""
+    if group_val and base.groups is not None:
+        tr, va = group_split(base.groups, val_fraction, seed)
+        unit, why = f"items of {len(set(base.groups))} subject(s)/group(s)", "the split is by subject/group"
+    else:
+        tr, va = stratified_split(base.labels, val_fraction, seed)
+        unit, why = "faces", "a class gives validation faces only when it has 2 or more"
+    if not tr or not va:
+        side = "training" if not tr else "validation"
+        raise DataError(
+            f"{root}: carving validation (val_fraction {val_fraction}) from {len(base)} training "
+            f"{unit} leaves the {side} split empty ({why}); add data or change val_fraction"
+        )
+    return {"train": base.subset(tr, split="train"), "val": base.subset(va, split="val")}
 
 
 class FerDataset(Dataset):

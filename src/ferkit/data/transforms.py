@@ -14,6 +14,7 @@ there). Two steps:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -25,6 +26,13 @@ from ferkit.data.presets import PRESETS
 from ferkit.models.registry import InputConfig
 
 _LUMA = (0.299, 0.587, 0.114)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(1, C, 1, 1) tensor of ``values``, made once per device/dtype: building it per batch
+    would copy from the host (and wait for the device) on every training step."""
+    return torch.tensor(values, device=device, dtype=dtype).view(1, -1, 1, 1)
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -53,16 +61,13 @@ def prepare_frame(x: torch.Tensor, cfg: InputConfig, *, normalize: bool = True) 
     if cfg.channels == 3 and c == 1:
         x = x.expand(-1, 3, -1, -1)
     elif cfg.channels == 1 and c == 3:
-        w = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        x = (x * w).sum(1, keepdim=True)
+        x = (x * _constant(_LUMA, x.device, x.dtype)).sum(1, keepdim=True)
     side = cfg.frame
     if x.shape[-1] != side or x.shape[-2] != side:
         x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False,
                           antialias=x.shape[-1] > side)
     if normalize:
-        mean = torch.tensor(cfg.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(cfg.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        x = (x - mean) / std
+        x = (x - _constant(tuple(cfg.mean), x.device, x.dtype)) / _constant(tuple(cfg.std), x.device, x.dtype)
     return x
 
 

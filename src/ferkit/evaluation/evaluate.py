@@ -6,7 +6,6 @@ import sys
 import warnings
 
 import torch
-import yaml
 
 from ferkit.data.dataset import FerDataset, load_index
 from ferkit.evaluation.metrics import classification_report, predict_logits
@@ -29,21 +28,14 @@ def evaluate_checkpoints(args) -> dict:
             from ferkit.errors import FerkitError
 
             raise FerkitError("ensemble members must share one label set")
-    val_fraction = args.val_fraction if args.val_fraction is not None else 0.1
-    seed = 0
-    cfg_run = _run_config(args.checkpoint[0])
-    if cfg_run and args.val_fraction is None:
-        val_fraction = cfg_run["recipe"].get("val_fraction", 0.1)
-        seed = cfg_run["recipe"].get("seed", 0)
-    idx = load_index(args.data, args.split, args.dataset, val_fraction=val_fraction, seed=seed)
-    for note in idx.notes:
-        warnings.warn(note, stacklevel=2)
     # None: no TTA; 0: image + mirror; K: + K copies; "ten-crop": each model's ten crops
     tta_k = getattr(args, "tta", None)
-    if len(loaded) == 1 and spec_kind(loaded[0][1]) != "ensemble":
+    single = len(loaded) == 1 and spec_kind(loaded[0][1]) != "ensemble"
+    size = max(s["input_config"].frame for _, s in loaded)
+    ch = max(s["input_config"].channels for _, s in loaded)
+    ds = _split_dataset(args, labels, size, ch)
+    if single:
         model, spec = loaded[0]
-        cfg = spec["input_config"]
-        ds = FerDataset(idx, cfg.frame, cfg.channels, labels, strict=args.strict, progress=not args.no_progress)
         tta = _tta(args)
         logp, y = predict_logits(model, ds, args.batch_size, device, tta=tta, progress=not args.no_progress,
                                  input_transform=_distortion(args))
@@ -51,9 +43,6 @@ def evaluate_checkpoints(args) -> dict:
         from ferkit.evaluation.ensemble import Ensemble
 
         ens = Ensemble.from_loaded(loaded) if len(loaded) > 1 else loaded[0][0]
-        size = max(s["input_config"].frame for _, s in loaded)
-        ch = max(s["input_config"].channels for _, s in loaded)
-        ds = FerDataset(idx, size, ch, labels, strict=args.strict, progress=not args.no_progress)
         logp, y = ens.predict_logits(ds, args.batch_size, device, tta_copies=tta_k or 0,
                                      progress=not args.no_progress, input_transform=_distortion(args),
                                      tta_preset=getattr(args, "tta_preset", "boulis"),
@@ -90,16 +79,26 @@ def spec_kind(spec: dict) -> str:
     return "ensemble" if spec.get("model") == "ensemble" else "model"
 
 
-def _run_config(ckpt_path) -> dict | None:
-    from pathlib import Path
+def _split_dataset(args, labels, size: int, channels: int):
+    """The faces to evaluate on.
 
-    p = Path(ckpt_path).parent / "config.yaml"
-    if p.is_file():
-        try:
-            return yaml.safe_load(p.read_text())
-        except yaml.YAMLError:
-            return None
-    return None
+    A checkpoint inside a run directory is evaluated on its run's data as training saw it
+    (dataset layout, source options such as face crops, val fraction, grouping, seed), so
+    its ``val`` is exactly the faces training validated on; ``--dataset`` and
+    ``--val-fraction`` still override. Other files use the auto-detected layout.
+    """
+    from ferkit.training.datamodule import run_recipe_of, run_split
+
+    run = run_recipe_of(args.checkpoint[0])
+    if run is not None:
+        recipe = run[0].override(dataset=args.dataset, val_fraction=args.val_fraction)
+        return run_split(recipe, args.data, args.split, labels=labels, size=size, channels=channels,
+                         progress=not args.no_progress, strict=args.strict)
+    val_fraction = args.val_fraction if args.val_fraction is not None else 0.1
+    idx = load_index(args.data, args.split, args.dataset, val_fraction=val_fraction, seed=0)
+    for note in idx.notes:
+        warnings.warn(note, stacklevel=2)
+    return FerDataset(idx, size, channels, labels, strict=args.strict, progress=not args.no_progress)
 
 
 def _tta(args):

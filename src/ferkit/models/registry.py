@@ -99,7 +99,17 @@ def create_model(
     drops it otherwise (a larger size is a plain resize of the face).
     """
     entry = get_entry(name)
-    cfg = entry.input_config
+    cfg = model_input_config(name, in_chans, input_size)
+    model = entry.fn(num_classes=num_classes, in_chans=cfg.channels, input_size=cfg.size, **kwargs)
+    model.input_config = cfg
+    model.model_name = name
+    return model
+
+
+def model_input_config(name: str, in_chans: int | None = None, input_size: int | None = None) -> InputConfig:
+    """The input config ``create_model(name, in_chans=..., input_size=...)`` would carry,
+    without building the model (no weights allocated, no checkpoints read)."""
+    cfg = get_entry(name).input_config
     if in_chans is not None and in_chans != cfg.channels:
         mean = cfg.mean[:1] if in_chans == 1 else (cfg.mean * 3)[:in_chans]
         std = cfg.std[:1] if in_chans == 1 else (cfg.std * 3)[:in_chans]
@@ -108,10 +118,7 @@ def create_model(
         size = int(input_size)
         keep = cfg.crop_from is not None and cfg.crop_from > size
         cfg = replace(cfg, size=size, crop_from=cfg.crop_from if keep else None)
-    model = entry.fn(num_classes=num_classes, in_chans=cfg.channels, input_size=cfg.size, **kwargs)
-    model.input_config = cfg
-    model.model_name = name
-    return model
+    return cfg
 
 
 def _import_families() -> None:

@@ -34,71 +34,84 @@ from ferkit.data.transforms import make_augment, prepare_batch, to_float
 from ferkit.errors import FerkitError
 from ferkit.labels import FER7
 from ferkit.models.registry import create_model, model_task
+from ferkit.training.recipes import Recipe
+from ferkit.training.schedule import warmup_cosine
 
 
 class FerLitModule(L.LightningModule):
-    def __init__(
-        self,
-        model_name: str,
-        num_classes: int = 7,
-        labels: list[str] | None = None,
-        model_kwargs: dict | None = None,
-        in_chans: int | None = None,
-        input_size: int | None = None,
-        optimizer: str = "adam",
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        scheduler: str = "plateau",
-        plateau_factor: float = 0.5,
-        plateau_patience: int = 5,
-        max_epochs: int = 30,
-        augment: str = "none",
-        distortion_augment: str | None = None,
-        class_weights: list[float] | None = None,
-        label_smoothing: float = 0.0,
-        mixup: float = 0.0,
-        teacher: str | list[str] | None = None,
-        distill_alpha: float = 0.5,
-        distill_temperature: float = 2.0,
-        channels_last: bool = False,
-        input_config: dict | None = None,  # filled in from the model, saved for loading
-    ):
+    """Trains one registered backbone as configured by a :class:`~ferkit.training.recipes.Recipe`.
+
+    Args:
+        recipe: the run's recipe (model, optimiser, schedule, augmentation, regularisers).
+        labels: class names in logit order (default: the recipe's, else FER2013's seven).
+        class_weights: per-class loss weights (K,), e.g. inverse frequency; None = unweighted.
+
+    The recipe's fields are saved flat in ``hparams`` (with ``model_name``, ``num_classes``,
+    ``labels`` and the model's ``input_config``), so a checkpoint alone says how its model
+    was built and trained (:func:`ferkit.models.checkpoint.load_checkpoint` reads them).
+    Batches arrive as uint8 (B, C, H, W); augmentation and the model's preprocessing run
+    here on whole batches on the training device (:meth:`on_after_batch_transfer`).
+
+    Raises:
+        FerkitError: the model rejects ``recipe.model_kwargs``, or mixup/teacher are asked
+            of a model that defines its own loss.
+    """
+
+    def __init__(self, recipe: Recipe | dict, labels: list[str] | None = None,
+                 class_weights: list[float] | None = None):
         super().__init__()
+        recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(_recipe_fields(recipe))
+        labels = list(labels or recipe.labels or FER7)
+        num_classes = len(labels)
         try:
             self.model = create_model(
-                model_name, num_classes=num_classes, in_chans=in_chans, input_size=input_size,
-                **(model_kwargs or {}),
+                recipe.model, num_classes=num_classes, in_chans=recipe.in_chans, input_size=recipe.input_size,
+                **(recipe.model_kwargs or {}),
             )
         except (TypeError, ValueError) as e:
             # A wrong model_kwargs entry (unknown name, out-of-range value) is a usage error.
-            raise FerkitError(f"model {model_name!r} rejects model_kwargs {model_kwargs or {}}: {e}") from None
+            raise FerkitError(
+                f"model {recipe.model!r} rejects model_kwargs {recipe.model_kwargs or {}}: {e}") from None
+        self.recipe = recipe
         self.cfg = self.model.input_config
-        self.task = model_task(model_name)
-        self.save_hyperparameters()
-        self.hparams.input_config = self.cfg.to_dict()
-        self.hparams.labels = list(labels or FER7[:num_classes])
-        self.augment = make_augment(augment, self.cfg)
-        self.distort = _make_distortion(distortion_augment)
+        self.task = model_task(recipe.model)
+        self.save_hyperparameters({
+            **recipe.to_dict(), "model_name": recipe.model, "num_classes": num_classes, "labels": labels,
+            "class_weights": list(class_weights) if class_weights is not None else None,
+            "input_config": self.cfg.to_dict(),
+        })
+        self.augment = make_augment(recipe.augment, self.cfg)
+        self.distort = _make_distortion(recipe.distortion_augment)
         self.register_buffer(
             "class_w", torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         )
-        if (mixup or teacher) and hasattr(self.model, "compute_loss"):
-            raise FerkitError(f"mixup/teacher apply to plain classifiers; {model_name} defines its own loss")
+        self.label_smoothing = recipe.label_smoothing
+        if (recipe.mixup or recipe.teacher) and hasattr(self.model, "compute_loss"):
+            raise FerkitError(f"mixup/teacher apply to plain classifiers; {recipe.model} defines its own loss")
         self.mixup = None
-        if mixup and mixup > 0:
+        if recipe.mixup and recipe.mixup > 0:
             from torchvision.transforms import v2
 
-            self.mixup = v2.MixUp(alpha=float(mixup), num_classes=num_classes)
+            self.mixup = v2.MixUp(alpha=float(recipe.mixup), num_classes=num_classes)
         # Teachers live in a plain list, not as submodules: they are neither trained,
         # nor averaged by EMA, nor written into this module's checkpoints.
-        self._teachers = _load_teachers(teacher, self.hparams.labels)
+        self._teachers = _load_teachers(recipe.teacher, labels)
         # torchmetrics averages per class ("macro") by default; *_acc is plain accuracy
         # (what evaluate reports), and the class-balanced figure is logged beside it.
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_bal_acc = MulticlassAccuracy(num_classes, average="macro")
+        # validate_args=False: the argument checks read tensor values on the host, a
+        # device synchronisation on every update.
+        acc = dict(num_classes=num_classes, validate_args=False)
+        self.train_acc = MulticlassAccuracy(average="micro", **acc)
+        self.val_acc = MulticlassAccuracy(average="micro", **acc)
+        self.val_bal_acc = MulticlassAccuracy(average="macro", **acc)
+        # Total optimiser steps of the schedule; train() may shorten it for a time budget
+        # (ferkit.training.schedule.TimeBudget) while the run goes on.
+        self.schedule_steps: int | None = None
+
+    @classmethod
+    def for_model(cls, model: str, labels: list[str] | None = None, class_weights=None, **fields):
+        """A module for ``model`` with recipe ``fields`` (tests and quick experiments)."""
+        return cls(Recipe(name=fields.pop("name", model), model=model, **fields), labels, class_weights)
 
     def forward(self, x):
         return self.model(x)
@@ -106,7 +119,7 @@ class FerLitModule(L.LightningModule):
     def on_fit_start(self):
         for t in self._teachers:
             t["model"].to(self.device)
-        if self.hparams.channels_last:
+        if self.recipe.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
     # Augmentation and preprocessing run on whole batches on the training device.
@@ -126,14 +139,14 @@ class FerLitModule(L.LightningModule):
                 t = self._teacher_probs(x)
                 soft = t if soft is None else (soft, t)
         x = prepare_batch(x, self.cfg)
-        if self.hparams.channels_last and x.dim() == 4:
+        if self.recipe.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return (x, y) if soft is None else (x, y, soft)
 
     @torch.no_grad()
     def _teacher_probs(self, x01: torch.Tensor) -> torch.Tensor:
         """Mean teacher probabilities at the distillation temperature, from [0, 1] input."""
-        T = self.hparams.distill_temperature
+        T = self.recipe.distill_temperature
         # the trainer's precision context (bf16 autocast where the student uses it)
         ctx = self._trainer.precision_plugin.forward_context() if self._trainer is not None else nullcontext()
         probs = 0
@@ -144,7 +157,7 @@ class FerLitModule(L.LightningModule):
         return probs / len(self._teachers)
 
     def _classify_loss(self, logits, y, soft):
-        hp = self.hparams
+        hp = self.recipe
         mix = teach = None
         if soft is not None:
             if self.mixup is not None and self._teachers:
@@ -170,7 +183,7 @@ class FerLitModule(L.LightningModule):
         x, y, soft = (*batch, None) if len(batch) == 2 else batch
         if hasattr(self.model, "compute_loss"):
             loss, logits = self.model.compute_loss(
-                x, y, class_weights=self.class_w, label_smoothing=self.hparams.label_smoothing,
+                x, y, class_weights=self.class_w, label_smoothing=self.recipe.label_smoothing,
                 noisy=self._noisy(x),
             )
         else:
@@ -208,25 +221,35 @@ class FerLitModule(L.LightningModule):
         return self._step(batch, "val")
 
     def configure_optimizers(self):
-        hp = self.hparams
+        r = self.recipe
         params = [p for p in self.parameters() if p.requires_grad]
-        if hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        elif hp.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay,
-                                  nesterov=hp.momentum > 0)
+        # fused/foreach kernels: one launch for all parameters instead of one per tensor.
+        fast = {"foreach": True}
+        if r.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=r.lr, betas=tuple(r.betas), weight_decay=r.weight_decay, **fast)
+        elif r.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=r.lr, betas=tuple(r.betas), weight_decay=r.weight_decay, **fast)
+        elif r.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
+                                  nesterov=r.momentum > 0, **fast)
         else:
-            raise ValueError(f"unknown optimizer {hp.optimizer!r} (adam, adamw, sgd)")
-        if hp.scheduler == "plateau":
+            raise FerkitError(f"unknown optimizer {r.optimizer!r} (adam, adamw, sgd)")
+        if r.scheduler == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, mode="min", factor=hp.plateau_factor, patience=hp.plateau_patience
+                opt, mode="min", factor=r.plateau_factor, patience=r.plateau_patience
             )
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
-        if hp.scheduler == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, hp.max_epochs))
-            return {"optimizer": opt, "lr_scheduler": sched}
+            # strict=False: with validation every N epochs, epochs without a val_loss
+            # leave the learning rate as it is instead of failing.
+            return {"optimizer": opt,
+                    "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "strict": False}}
+        if r.scheduler == "cosine":
+            steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs))
+            if self.schedule_steps is None:
+                self.schedule_steps = int(self.trainer.estimated_stepping_batches)
+            warm = int(round(r.warmup_epochs * steps_per_epoch))
+            lam = warmup_cosine(lambda: self.schedule_steps, warm, r.min_lr / r.lr if r.lr else 0.0)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         return opt
 
 
@@ -255,3 +278,11 @@ def _make_distortion(spec: str | None):
     except ModuleNotFoundError:
         raise ValueError("distortion_augment needs ferkit.data.distortions") from None
     return DistortionAugment.from_spec(spec)
+
+
+def _recipe_fields(d: dict) -> dict:
+    """The Recipe fields of a saved hparams dict (which also holds model_name, labels...)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(Recipe)}
+    return {k: v for k, v in d.items() if k in names}

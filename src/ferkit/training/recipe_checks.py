@@ -83,6 +83,12 @@ RULES: dict[str, tuple] = {
     "labels": (lambda v: len(v) >= 2 and len(set(v)) == len(v), "a list of at least 2 distinct class names"),
     "precision": _choice(*PRECISIONS),
     "augment": lambda: _choice(*_augment_presets()),
+    "warmup_epochs": _between(0),
+    "min_lr": _between(0),
+    "val_every": _between(1),
+    "ckpt_every": _between(1),
+    "max_time": _between(0, lo_open=True),
+    "data_on_device": (lambda v: v in (True, False, "auto"), "true, false or auto"),
 }
 
 

@@ -38,7 +38,9 @@ class Recipe:
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = 0.9
     weight_decay: float = 0.0
-    scheduler: str = "plateau"  # plateau | cosine | none
+    scheduler: str = "plateau"  # plateau | cosine (per step, after warmup_epochs) | none
+    warmup_epochs: float = 0.0  # cosine: linear warm-up over this many epochs
+    min_lr: float = 0.0  # cosine: the learning rate the decay ends at
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     early_stopping_patience: int | None = 10  # None = no early stopping
@@ -55,6 +57,10 @@ class Recipe:
     group_val: bool = False  # carve val by subject/actor when the source has groups
     seed: int = 0
     num_workers: int = 0
+    data_on_device: bool | str = "auto"  # keep decoded faces on the training device (auto: if they fit)
+    val_every: int = 1  # validate every N epochs (and after the last)
+    ckpt_every: int = 1  # write last.ckpt every N epochs (and after the last)
+    max_time: float | None = None  # minutes: shorten the run (and its cosine) to end within this
     precision: str = "auto"  # auto = bf16-mixed on CUDA and on CPUs with AMX/AVX512-BF16, else 32-true
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU (oneDNN) and GPU
     init_checkpoint: str | None = None  # initialise the backbone from this checkpoint

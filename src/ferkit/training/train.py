@@ -27,20 +27,20 @@ from lightning.pytorch.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
     TQDMProgressBar,
-    WeightAveraging,
 )
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch.utils.data import DataLoader
 
 from ferkit.data.checks import check_classes
-from ferkit.data.dataset import FerDataset, class_weights, load_index
+from ferkit.data.dataset import FerDataset, class_weights
 from ferkit.errors import FerkitError
 from ferkit.labels import FER7
-from ferkit.models.registry import model_task
+from ferkit.models.registry import model_input_config, model_task
+from ferkit.training.datamodule import FerDataModule
 from ferkit.training.module import FerLitModule
 from ferkit.training.recipes import Recipe, load_recipe
 from ferkit.training.resume import prepare_resume
+from ferkit.training.schedule import EMAWeights, RunSchedule
 
 _RUN_DIR_ENV = "FERKIT_RUN_DIR"  # lets DDP worker processes find the run rank 0 created
 
@@ -57,7 +57,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def checkpoint_callbacks(run_dir: Path, monitor: str = "val_loss") -> list[ModelCheckpoint]:
-    """``best.ckpt`` (lowest ``monitor``) and ``last.ckpt`` (every epoch, for --resume).
+    """``best.ckpt`` (lowest ``monitor``, checked when validation runs) and ``last.ckpt``
+    (the latest epoch, for --resume; :class:`~ferkit.training.schedule.RunSchedule` sets
+    how often).
 
     Two callbacks, not ``save_last=True``: in Lightning 2.6 (2.6.6 here) that option rewrites
     last.ckpt only in epochs where best.ckpt was rewritten too, so after the best
@@ -65,10 +67,10 @@ def checkpoint_callbacks(run_dir: Path, monitor: str = "val_loss") -> list[Model
     """
     return [
         ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode="min",
-                        enable_version_counter=False),
+                        enable_version_counter=False, save_on_train_epoch_end=False),
         # monitor=None with save_top_k=1: the latest epoch, overwritten each time.
         ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1,
-                        enable_version_counter=False),
+                        enable_version_counter=False, save_on_train_epoch_end=True),
     ]
 
 
@@ -143,52 +145,12 @@ def _cpu_fast_bf16() -> bool:
         return False
 
 
-def ema_with_warmup(decay: float):
-    """EMA update ``avg <- d * avg + (1 - d) * new`` with ``d = min(decay, (1 + n) / (10 + n))``.
-
-    ``n`` counts the updates so far. Without the warm-up a plain 0.999 average keeps
-    ~20% of the *initial* weights (and BatchNorm statistics) after 1,600 steps,
-    which made the averaged model 18 points worse than the live one after 4
-    FER2013 epochs; with it the average follows closely early and smooths later.
-    """
-
-    def avg_fn(avg, new, n):
-        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
-        return avg * d + new * (1.0 - d) if avg.is_floating_point() else new
-
-    return avg_fn
-
-
-def build_module(recipe: Recipe, labels: list[str], train_targets=None, max_epochs=None) -> FerLitModule:
+def build_module(recipe: Recipe, labels: list[str], train_targets=None) -> FerLitModule:
+    """The LightningModule for ``recipe``; class weights from ``train_targets`` when the recipe asks."""
     cw = None
     if recipe.class_weights and train_targets is not None:
         cw = class_weights(train_targets, len(labels)).tolist()
-    return FerLitModule(
-        model_name=recipe.model,
-        num_classes=len(labels),
-        labels=labels,
-        model_kwargs=recipe.model_kwargs,
-        in_chans=recipe.in_chans,
-        input_size=recipe.input_size,
-        optimizer=recipe.optimizer,
-        lr=recipe.lr,
-        betas=tuple(recipe.betas),
-        momentum=recipe.momentum,
-        weight_decay=recipe.weight_decay,
-        scheduler=recipe.scheduler,
-        plateau_factor=recipe.plateau_factor,
-        plateau_patience=recipe.plateau_patience,
-        max_epochs=max_epochs or recipe.epochs,
-        augment=recipe.augment,
-        distortion_augment=recipe.distortion_augment,
-        class_weights=cw,
-        label_smoothing=recipe.label_smoothing,
-        mixup=recipe.mixup,
-        teacher=recipe.teacher,
-        distill_alpha=recipe.distill_alpha,
-        distill_temperature=recipe.distill_temperature,
-        channels_last=recipe.channels_last,
-    )
+    return FerLitModule(recipe, labels, cw)
 
 
 def _new_run_dir(out: Path, name: str) -> Path:
@@ -235,6 +197,12 @@ def train(
     ckpt_path = None
     if resume:
         run_dir, recipe, data, ckpt_path = prepare_resume(resume, data, overrides)
+        # A resumed run keeps its batch limits (smoke runs) unless new ones are given.
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        if limit_train_batches is None:
+            limit_train_batches = saved.get("limit_train_batches")
+        if limit_val_batches is None:
+            limit_val_batches = saved.get("limit_val_batches")
     else:
         recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
         recipe = recipe.override(**(overrides or {}))
@@ -248,39 +216,31 @@ def train(
 
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     labels = list(recipe.labels or FER7)
-    probe = build_module(recipe, labels)  # to learn the model's input config
-    cfg = probe.cfg
-    del probe
-    idx_kw = dict(val_fraction=recipe.val_fraction, seed=recipe.seed, group_val=recipe.group_val,
-                  **recipe.source_options)
-    train_idx = load_index(data, "train", recipe.dataset, **idx_kw)
-    val_idx = load_index(data, "val", recipe.dataset, **idx_kw)
-    for note in train_idx.notes:
-        warnings.warn(note, stacklevel=2)
-    train_ds = FerDataset(train_idx, cfg.frame, cfg.channels, labels, progress=progress)
-    val_ds = FerDataset(val_idx, cfg.frame, cfg.channels, labels, progress=progress)
-    for ds in (train_ds, val_ds):
-        if msg := ds.report_skipped():
-            print(msg)
+    cfg = model_input_config(recipe.model, recipe.in_chans, recipe.input_size)
+    dm = FerDataModule(recipe, data, labels=labels, size=cfg.frame, channels=cfg.channels, devices=devices,
+                       progress=progress)
+    for msg in dm.report_skipped():
+        print(msg)
     if model_task(recipe.model) == "classify":  # refuses single-class data, warns on unvalidated classes
-        for msg in check_classes(train_ds.targets, val_ds.targets, labels, where=str(data)):
+        for msg in check_classes(dm.train.targets, dm.val.targets, labels, where=str(data)):
             warnings.warn(msg, stacklevel=2)
-    # The run directory is made only once the data has loaded: a wrong path or an empty
-    # folder leaves nothing behind.
+    module = build_module(recipe, labels, dm.train.targets)
+    # The run directory is made only once the data and the model are built: a wrong path,
+    # an empty folder or bad model_kwargs leave nothing behind.
     if run_dir is None:
         run_dir = _new_run_dir(Path(out), recipe.name)
     if not _is_ddp_child():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(
             yaml.safe_dump({"recipe": recipe.to_dict(), "data": str(data), "device": device,
-                            "devices": devices}, sort_keys=False)
+                            "devices": devices, "limit_train_batches": limit_train_batches,
+                            "limit_val_batches": limit_val_batches}, sort_keys=False)
         )
         if resume:
             _park_metrics(run_dir)
     if devices > 1 and not _is_ddp_child():
         os.environ[_RUN_DIR_ENV] = str(run_dir)  # read by the DDP processes Lightning launches
 
-    module = build_module(recipe, labels, train_ds.targets)
     if recipe.init_checkpoint:
         _init_from(module, recipe.init_checkpoint)
     freeze_cb = None
@@ -289,17 +249,11 @@ def train(
 
         freeze_cb = apply_freeze(module.model, recipe.freeze)  # a callback for progressive unfreezing
 
-    nw = recipe.num_workers
-    # drop_last avoids a final 1-sample batch (BatchNorm fails on it); only when every
-    # process still gets several full batches, else tiny datasets would train on nothing.
-    drop_last = len(train_ds) >= 4 * recipe.batch_size * devices
-    train_dl = DataLoader(train_ds, batch_size=recipe.batch_size, shuffle=True, drop_last=drop_last,
-                          num_workers=nw, persistent_workers=nw > 0, pin_memory=accelerator == "gpu")
-    val_dl = DataLoader(val_ds, batch_size=max(256, recipe.batch_size), shuffle=False, num_workers=nw,
-                        persistent_workers=nw > 0, pin_memory=accelerator == "gpu")
-
     monitor = "val_loss"
-    callbacks = [*checkpoint_callbacks(run_dir, monitor), LearningRateMonitor(logging_interval="epoch")]
+    best_cb, last_cb = checkpoint_callbacks(run_dir, monitor)
+    budget_s = recipe.max_time * 60 if recipe.max_time else None
+    schedule = RunSchedule(recipe.val_every, recipe.ckpt_every, last_cb, budget_s)
+    callbacks = [best_cb, last_cb, schedule, LearningRateMonitor(logging_interval="epoch")]
     if progress:
         # TQDM explicitly: Lightning would switch to Rich when it is installed, and Rich
         # draws nothing when output goes to a log file (nohup runs).
@@ -308,12 +262,18 @@ def train(
         callbacks.append(freeze_cb)
     if recipe.ema_decay:
         # Validation, best.ckpt and the final weights use the exponential moving average.
-        callbacks.append(WeightAveraging(avg_fn=ema_with_warmup(recipe.ema_decay)))
+        callbacks.append(EMAWeights(recipe.ema_decay))
     if recipe.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=recipe.early_stopping_patience))
+        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=recipe.early_stopping_patience,
+                                       check_on_train_epoch_end=False))
+    if accelerator == "gpu":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_epochs=recipe.epochs,
+        # A hard stop well past the budget, should the epoch-time plan be wrong.
+        max_time={"seconds": budget_s * 1.15 + 30} if budget_s else None,
         accelerator=accelerator,
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
@@ -326,18 +286,23 @@ def train(
         log_every_n_steps=50,
         limit_train_batches=limit_train_batches,
         limit_val_batches=limit_val_batches,
+        benchmark=accelerator == "gpu",  # cuDNN picks the fastest kernels for the fixed batch shape
         deterministic=False,
     )
     t0 = time.time()
     try:
-        trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     finally:
         if not _is_ddp_child():
             os.environ.pop(_RUN_DIR_ENV, None)  # a later train() in this process starts afresh
     wall = time.time() - t0
     if trainer.is_global_zero:
         _unpark_metrics(run_dir)
-        finish_run(run_dir, val_ds, labels, wall, trainer.current_epoch, accelerator, progress)
+        extra = {"planned_epochs": schedule.planned_epochs, "epoch_seconds": schedule.epoch_seconds,
+                 "optimizer_steps": trainer.global_step, "data_on_device": dm.resident_device,
+                 "precision": str(trainer.precision), "max_time_min": recipe.max_time}
+        finish_run(run_dir, dm.val, labels, wall, trainer.current_epoch, accelerator, progress,
+                   device=trainer.strategy.root_device, extra=extra)
     return run_dir
 
 
@@ -357,22 +322,22 @@ def _init_from(module: FerLitModule, path: str) -> None:
 
 
 def finish_run(run_dir: Path, val_ds: FerDataset, labels, wall: float, epochs: int, accelerator: str,
-               progress: bool = True) -> dict:
-    """Curves, validation report of best.ckpt, summary.json."""
+               progress: bool = True, device="cpu", extra: dict | None = None) -> dict:
+    """Curves, validation report of best.ckpt (computed on ``device``, the training device), summary.json."""
     from ferkit.evaluation.metrics import classification_report, predict_logits
     from ferkit.evaluation.plots import plot_confusion, plot_curves
     from ferkit.models.checkpoint import load_checkpoint
     from ferkit.models.registry import model_task
 
     summary = {"run_dir": str(run_dir), "epochs_trained": epochs, "wall_time_s": round(wall, 1),
-               "accelerator": accelerator}
+               "accelerator": accelerator, **(extra or {})}
     if (run_dir / "metrics.csv").exists():
         plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
     best = run_dir / "best.ckpt"
     if best.exists():
         model, spec = load_checkpoint(best)
         if model_task(spec["model"]) == "classify":
-            logp, y = predict_logits(model, val_ds, progress=progress)
+            logp, y = predict_logits(model, val_ds, device=device, progress=progress)
             rep = classification_report(logp, y, labels)
             plot_confusion(rep["confusion"], labels, run_dir / "confusion_val.png", "validation (best.ckpt)")
             summary["val"] = {k: rep[k] for k in ("n", "accuracy", "loss", "macro_f1", "per_class")}

@@ -1,0 +1,189 @@
+"""One way to build a run's data: :class:`FerDataModule`, made from the run's recipe.
+
+``ferkit train``, ``ferkit evaluate`` of a run's checkpoint, ``robustness`` and the
+end-of-run report all index and decode through :func:`run_split`, so a checkpoint's "val"
+is exactly the faces its training validated on: the same dataset layout, source options
+(face crops, angles...), validation fraction, grouping and seed.
+
+Two ways to serve batches:
+
+* :class:`DeviceBatches` (``data_on_device``: ``auto``/``true``): the decoded uint8 faces
+  live on the training device (FER2013 train is 66 MB) and each batch is one gather; the
+  LightningModule then augments and normalises the whole batch there. No per-sample
+  DataLoader, no host-to-device copies during the epoch.
+* a plain ``DataLoader`` over :class:`~ferkit.data.dataset.FerDataset` (``false``, and
+  always with several processes, where Lightning adds a ``DistributedSampler``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from ferkit.data.dataset import FerDataset, load_indices
+from ferkit.errors import FerkitError
+from ferkit.labels import FER7
+from ferkit.training.recipes import Recipe
+
+# Keep the resident copy well below the device's free memory: activations, optimiser state
+# and other processes sharing the GPU need the rest.
+_DEVICE_SHARE = 0.25
+
+
+def run_split(recipe: Recipe, data, split: str, *, labels=None, size: int | None = None,
+              channels: int | None = None, progress: bool = True, strict: bool = False) -> FerDataset:
+    """Decode ``split`` of ``data`` exactly as a run of ``recipe`` sees it.
+
+    Args:
+        recipe: the run's recipe (dataset layout, source options, val fraction, seed, grouping).
+        data: the dataset path.
+        split: ``train``, ``val``, ``test``, ``publictest``...
+        size, channels: decode size/channels (default: the recipe's model's input config).
+
+    Raises:
+        DataError: missing path, empty split, no readable images.
+    """
+    return run_splits(recipe, data, [split], labels=labels, size=size, channels=channels,
+                      progress=progress, strict=strict)[0]
+
+
+def run_splits(recipe: Recipe, data, splits, *, labels=None, size=None, channels=None, progress=True,
+               strict: bool = False) -> list[FerDataset]:
+    """Several splits of one run's data, indexing the source once (see :func:`run_split`)."""
+    labels = list(labels or recipe.labels or FER7)
+    if size is None or channels is None:
+        from ferkit.models.registry import model_input_config
+
+        cfg = model_input_config(recipe.model, in_chans=recipe.in_chans, input_size=recipe.input_size)
+        size, channels = size or cfg.frame, channels or cfg.channels
+    idx = load_indices(data, list(splits), recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed,
+                       group_val=recipe.group_val, **recipe.source_options)
+    for note in idx[0].notes:
+        warnings.warn(note, stacklevel=2)
+    return [FerDataset(i, size, channels, labels, strict=strict, progress=progress) for i in idx]
+
+
+def run_recipe_of(checkpoint) -> tuple[Recipe, str] | None:
+    """(recipe, data path) of the run a checkpoint belongs to, from its ``config.yaml``."""
+    p = Path(checkpoint)
+    cfg = (p if p.is_dir() else p.parent) / "config.yaml"
+    if not cfg.is_file():
+        return None
+    try:
+        saved = yaml.safe_load(cfg.read_text())
+        return Recipe.from_dict(saved["recipe"]), saved.get("data")
+    except (yaml.YAMLError, KeyError, TypeError, FerkitError):
+        return None
+
+
+class DeviceBatches:
+    """Shuffled ``(uint8 images (B, C, H, W), int64 targets (B,))`` batches from tensors that
+    already sit on the training device. A sized iterable Lightning accepts as a dataloader.
+
+    Args:
+        images: uint8 (N, C, H, W) on the device. targets: int64 (N,) on the same device.
+        batch_size: faces per batch. shuffle: a new permutation (drawn on the device) per epoch.
+        drop_last: drop the final partial batch (BatchNorm fails on a batch of one).
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool,
+                 drop_last: bool = False):
+        self.images, self.targets = images, targets
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+
+    def __len__(self) -> int:
+        n = len(self.targets)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.targets)
+        order = torch.randperm(n, device=self.images.device) if self.shuffle else None
+        for b in range(len(self)):
+            sl = slice(b * self.batch_size, min(n, (b + 1) * self.batch_size))
+            if order is None:
+                yield self.images[sl], self.targets[sl]
+            else:
+                idx = order[sl]
+                yield self.images.index_select(0, idx), self.targets.index_select(0, idx)
+
+
+class FerDataModule(L.LightningDataModule):
+    """Train/val data of a run, built from its recipe (see the module docstring).
+
+    Args:
+        recipe: the run's recipe.
+        data: dataset path.
+        labels: class names (default: the recipe's, else FER7).
+        devices: training processes; > 1 always uses DataLoaders (DDP sampler).
+        progress: show decoding progress bars.
+
+    The splits are decoded on construction (not in ``setup``): a wrong path or an empty
+    folder fails before a run directory is made, and the model's class weights can be
+    computed from :attr:`train` before the trainer starts.
+    """
+
+    def __init__(self, recipe: Recipe, data, *, labels=None, size: int, channels: int, devices: int = 1,
+                 progress: bool = True):
+        super().__init__()
+        self.recipe, self.data, self.devices = recipe, data, devices
+        self.labels = list(labels or recipe.labels or FER7)
+        self.train, self.val = run_splits(recipe, data, ["train", "val"], labels=self.labels, size=size,
+                                          channels=channels, progress=progress)
+        self._resident: dict[str, DeviceBatches] = {}
+        self.resident_device: str | None = None
+
+    def report_skipped(self) -> list[str]:
+        return [m for ds in (self.train, self.val) if (m := ds.report_skipped())]
+
+    def _drop_last(self) -> bool:
+        # Only when every process still gets several full batches: tiny sets would train on nothing.
+        return len(self.train) >= 4 * self.recipe.batch_size * self.devices
+
+    def _want_resident(self, device: torch.device) -> bool:
+        mode = self.recipe.data_on_device
+        if self.devices > 1 or mode is False:
+            return False
+        nbytes = self.train.images.nbytes + self.val.images.nbytes
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            fits = nbytes <= _DEVICE_SHARE * free
+            if mode is True and not fits:
+                warnings.warn(f"data_on_device: {nbytes / 1e6:.0f} MB of faces would not fit beside training "
+                              f"({free / 1e6:.0f} MB free); using a DataLoader", stacklevel=2)
+            return fits
+        return True  # CPU: the decoded arrays are in memory already; batches are gathers
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._resident or self.trainer is None:
+            return
+        device = self.trainer.strategy.root_device
+        if not self._want_resident(device):
+            return
+        for name, ds, bs, shuffle, drop in (
+            ("train", self.train, self.recipe.batch_size, True, self._drop_last()),
+            ("val", self.val, max(256, self.recipe.batch_size), False, False),
+        ):
+            x = torch.from_numpy(ds.images).permute(0, 3, 1, 2).contiguous().to(device)
+            y = torch.from_numpy(ds.targets).to(device)
+            self._resident[name] = DeviceBatches(x, y, bs, shuffle, drop)
+        self.resident_device = str(device)
+
+    def _loader(self, name: str, ds: FerDataset, bs: int, shuffle: bool, drop: bool):
+        if name in self._resident:
+            return self._resident[name]
+        nw = self.recipe.num_workers
+        pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return DataLoader(ds, batch_size=bs, shuffle=shuffle, drop_last=drop, num_workers=nw,
+                          persistent_workers=nw > 0, pin_memory=pin)
+
+    def train_dataloader(self):
+        return self._loader("train", self.train, self.recipe.batch_size, True, self._drop_last())
+
+    def val_dataloader(self):
+        return self._loader("val", self.val, max(256, self.recipe.batch_size), False, False)

@@ -1,0 +1,106 @@
+"""Run scheduling (warm-up + cosine, validation/checkpoint cadence, time budget) and run data
+(device-resident batches, one data path for training and evaluation)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import write_class_tree
+from ferkit.cli import main
+from ferkit.training.datamodule import DeviceBatches
+from ferkit.training.schedule import warmup_cosine
+
+FAST = ["--no-progress", "--device", "cpu", "--batch-size", "16"]
+
+
+def _rows(run):
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _epochs_with(rows, key):
+    return sorted({int(r["epoch"]) for r in rows if r.get(key) not in (None, "")})
+
+
+def test_warmup_cosine_factor():
+    total = [110]
+    f = warmup_cosine(lambda: total[0], warmup_steps=10, floor=0.1)
+    assert [round(f(s), 3) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]  # linear warm-up to 1
+    assert f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way down the cosine
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)  # ends on the floor
+    total[0] = 60  # the run was shortened: the same step is now further along
+    assert f(35) == pytest.approx(0.1 + 0.9 * 0.5)
+
+
+def test_device_batches_cover_every_face_once_per_epoch():
+    x = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
+    y = torch.arange(10)
+    dl = DeviceBatches(x, y, batch_size=4, shuffle=True)
+    assert len(dl) == 3
+    for _ in range(2):
+        seen = torch.cat([yb for _, yb in dl])
+        assert sorted(seen.tolist()) == list(range(10))
+        assert all(torch.equal(xb.view(-1).long(), yb) for xb, yb in dl)  # images stay with labels
+    dl = DeviceBatches(x, y, batch_size=4, shuffle=False, drop_last=True)
+    assert len(dl) == 2 and [b[1].tolist() for b in dl] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def test_validation_and_last_checkpoint_every_n_epochs_and_after_the_last(tmp_path):
+    data = write_class_tree(tmp_path / "data", n=4)
+    assert main(["train", "boulis-baseline", "--data", str(data), "--out", str(tmp_path / "runs"), *FAST,
+                 "--epochs", "5", "--set", "val_every=2", "--set", "early_stopping_patience=null"]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    rows = _rows(run)
+    assert _epochs_with(rows, "val_loss") == [1, 3, 4]  # every 2nd epoch, and the final one
+    assert _epochs_with(rows, "train_loss") == [0, 1, 2, 3, 4]
+    last = torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 4
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["data_on_device"] == "cpu"  # one process: batches are gathers, no DataLoader
+
+
+def test_time_budget_shortens_the_run_and_finishes_the_cosine(tmp_path):
+    data = write_class_tree(tmp_path / "data", n=6)
+    budget_min = 0.12  # 7 s: far fewer than the 1,000 epochs asked for
+    assert main(["train", "boulis-baseline", "--data", str(data), "--out", str(tmp_path / "runs"), *FAST,
+                 "--epochs", "1000", "--max-time", str(budget_min), "--set", "scheduler=cosine",
+                 "--set", "model_kwargs={hidden: 16}", "--set", "ckpt_every=1000",
+                 "--lr", "0.01", "--set", "min_lr=0.0001", "--set", "warmup_epochs=1",
+                 "--set", "val_every=5", "--set", "early_stopping_patience=null"]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    planned = summary["planned_epochs"]
+    assert planned is not None and 3 <= planned < 1000
+    assert summary["epochs_trained"] == planned
+    rows = _rows(run)
+    assert max(_epochs_with(rows, "val_loss")) == planned - 1  # the final epoch was validated
+    last = torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == planned - 1
+    # The cosine, sized to the shortened run, ends on its floor after the last step.
+    assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0001, rel=0.05)
+    # Training itself stays inside the budget (plus the not-timed first epoch's slack).
+    assert summary["wall_time_s"] < budget_min * 60 * 1.15 + 30
+    assert math.isfinite(summary["epoch_seconds"])
+
+
+def test_evaluate_sees_exactly_the_faces_the_run_validated_on(tmp_path):
+    """A run with its own val fraction and seed: `evaluate RUN/best.ckpt --split val` must
+    reproduce the end-of-run validation report (same faces, same model)."""
+    data = write_class_tree(tmp_path / "data", n=10)
+    assert main(["train", "boulis-baseline", "--data", str(data), "--out", str(tmp_path / "runs"), *FAST,
+                 "--epochs", "2", "--seed", "5", "--set", "val_fraction=0.3"]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    val = json.loads((run / "summary.json").read_text())["val"]
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(run / "best.ckpt"), "--data", str(data), "--split", "val", "--no-progress",
+                 "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["n"] == val["n"] == 21  # 30% of 10 per class, 7 classes
+    assert rep["accuracy"] == pytest.approx(val["accuracy"])
+    assert rep["loss"] == pytest.approx(val["loss"], rel=1e-4)
