@@ -91,7 +91,8 @@ def _split_dataset(args, labels, size: int, channels: int):
 
     run = run_recipe_of(args.checkpoint[0])
     if run is not None:
-        recipe = run[0].override(dataset=args.dataset, val_fraction=args.val_fraction)
+        given = {"dataset": args.dataset, "val_fraction": args.val_fraction}
+        recipe = run[0].override(**{k: v for k, v in given.items() if v is not None})
         return run_split(recipe, args.data, args.split, labels=labels, size=size, channels=channels,
                          progress=not args.no_progress, strict=args.strict)
     val_fraction = args.val_fraction if args.val_fraction is not None else 0.1
