@@ -242,3 +242,48 @@ def test_decode_memory_of_a_large_palette_png(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(png)], capture_output=True, text=True,
                          timeout=300, check=True).stdout.split()
     assert int(out[0]) < 120, f"decode peak grew by {out[0]} MB"
+
+
+def test_decoded_images_wait_for_room_before_queueing():
+    # The model is slower than decoding: without a bound every upload's decoded image
+    # piles up in the queue (12 MB each at 2048 px).
+    inside, peak, lock = [0], [0], threading.Lock()
+
+    class Slow(FakeRecognizer):
+        def predict_batch(self, images):
+            with lock:
+                inside[0] += len(images)
+                peak[0] = max(peak[0], inside[0])
+            time.sleep(0.05)
+            try:
+                return super().predict_batch(images)
+            finally:
+                with lock:
+                    inside[0] -= len(images)
+
+    fake = Slow()
+    app = create_app(fake, queue_pixels=2 * 100 * 100, batch_window_ms=30)
+    real_submit = app.state.batcher.submit_many
+    waiting, most = [0], [0]
+
+    async def counting(images, **kw):
+        waiting[0] += len(images)
+        most[0] = max(most[0], waiting[0])
+        try:
+            return await real_submit(images, **kw)
+        finally:
+            waiting[0] -= len(images)
+
+    app.state.batcher.submit_many = counting
+
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            rs = await asyncio.gather(*(c.post("/v1/predict", content=encode((100, 100)),
+                                               headers={"Content-Type": "image/png"}) for _ in range(6)))
+        await app.state.batcher.close()
+        return [r.status_code for r in rs]
+
+    assert asyncio.run(go()) == [200] * 6
+    assert most[0] == 2 and peak[0] <= 2  # was 6 images queued at once
+    assert sum(fake.calls) == 6

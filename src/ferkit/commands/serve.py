@@ -41,6 +41,9 @@ def add_parser(sub):
     p.add_argument("--decode-mpix", type=float, default=50,
                    help="most megapixels decoded at once across all requests; later uploads wait "
                    "(bounds decode memory; default: 50, one image of the largest size accepted)")
+    p.add_argument("--queue-mpix", type=float, default=None,
+                   help="most megapixels of decoded images waiting for the model; later requests "
+                   "wait (default: 32 x 2048^2 = 134, one full batch request)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
     return p
@@ -71,8 +74,8 @@ def run(args) -> int:
         raise FerkitError("--max-upload-mb must be > 0")
     if args.max_batch < 1 or args.batch_window_ms < 0:
         raise FerkitError("--max-batch must be >= 1 and --batch-window-ms >= 0")
-    if args.decode_mpix <= 0:
-        raise FerkitError("--decode-mpix must be > 0")
+    if args.decode_mpix <= 0 or (args.queue_mpix is not None and args.queue_mpix <= 0):
+        raise FerkitError("--decode-mpix and --queue-mpix must be > 0")
     api_key = args.api_key or os.environ.get("FERKIT_API_KEY") or None
     if not _is_loopback(args.host) and not api_key:
         print(f"ferkit: warning: serving on {args.host} without an API key: anyone who can reach "
@@ -81,7 +84,8 @@ def run(args) -> int:
     settings = {"model": args.model, "max_upload_mb": args.max_upload_mb, "api_key": api_key,
                 "batch_window_ms": args.batch_window_ms, "max_batch": args.max_batch,
                 "backend": args.backend, "detector": args.detector,
-                "decode_pixels": int(args.decode_mpix * 1e6)}
+                "decode_pixels": int(args.decode_mpix * 1e6),
+                "queue_pixels": int(args.queue_mpix * 1e6) if args.queue_mpix else None}
     # Internal errors are logged by 'ferkit.serve' (clients only get a reference).
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -106,6 +110,7 @@ def run(args) -> int:
         "FERKIT_SERVE_BATCH_WINDOW_MS": str(args.batch_window_ms),
         "FERKIT_SERVE_MAX_BATCH": str(args.max_batch),
         "FERKIT_SERVE_DECODE_MPIX": str(args.decode_mpix),
+        **({"FERKIT_SERVE_QUEUE_MPIX": str(args.queue_mpix)} if args.queue_mpix else {}),
     })
     if api_key:
         os.environ["FERKIT_API_KEY"] = api_key

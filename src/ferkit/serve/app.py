@@ -171,6 +171,7 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_side: int = DEFAULT_MAX_SIDE,
     decode_pixels: int | None = None,
+    queue_pixels: int | None = None,
 ) -> FastAPI:
     """Build the service around a Recognizer.
 
@@ -193,12 +194,17 @@ def create_app(
         decode_pixels: most pixels being decoded at once across all requests (default
             ``max_pixels``: one image of the largest allowed size, or several smaller
             ones); later uploads wait for room. This bounds decode memory.
+        queue_pixels: most pixels of decoded (shrunk) images waiting for or in the model,
+            across requests (default ``max_files * max_side**2``: one full batch request
+            of the largest images, about 400 MB of RGB); later requests wait, holding only
+            their compressed upload. A request needing more runs alone.
     """
     if recognizer is None:
         recognizer = _load_recognizer(model, backend, detector)
     file_limit = int(max_upload_mb * 1024 * 1024)
     batcher = MicroBatcher(recognizer.predict_batch, max_batch=max_batch, window_ms=batch_window_ms)
     budget = PixelBudget(decode_pixels or max_pixels)
+    queued = PixelBudget(queue_pixels or max_files * max_side**2)
     started = time.time()
     arch = str(getattr(recognizer, "model_name", "unknown"))
     det = getattr(getattr(recognizer, "detector", None), "name", None)
@@ -231,6 +237,7 @@ def create_app(
     app.state.recognizer = recognizer
     app.state.batcher = batcher
     app.state.decode_budget = budget
+    app.state.queue_budget = queued
 
     expected = api_key.encode() if api_key else None
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
@@ -295,8 +302,12 @@ def create_app(
                 await run_in_threadpool(release_memory, w * h)
 
     async def _run(images: list[np.ndarray], return_exceptions: bool = False):
+        # Decoded images wait for room before they queue: the model may be slower than
+        # decoding, and a queue of 2048 px images grows by 12 MB per upload.
+        pixels = sum(int(a.shape[0]) * int(a.shape[1]) for a in images)
         try:
-            results = await batcher.submit_many(images, return_exceptions=return_exceptions)
+            async with queued.hold(pixels):
+                results = await batcher.submit_many(images, return_exceptions=return_exceptions)
         except QueueFullError as e:
             raise ApiError(503, "busy", str(e), headers={"Retry-After": "1"}) from None
         busy = next((r for r in results if isinstance(r, QueueFullError)), None)
@@ -429,7 +440,8 @@ def app_from_env() -> FastAPI:
 
     Reads ``FERKIT_SERVE_MODEL``, ``FERKIT_SERVE_BACKEND``, ``FERKIT_SERVE_DETECTOR``,
     ``FERKIT_SERVE_MAX_UPLOAD_MB``, ``FERKIT_SERVE_BATCH_WINDOW_MS``,
-    ``FERKIT_SERVE_MAX_BATCH``, ``FERKIT_SERVE_DECODE_MPIX`` and ``FERKIT_API_KEY``.
+    ``FERKIT_SERVE_MAX_BATCH``, ``FERKIT_SERVE_DECODE_MPIX``, ``FERKIT_SERVE_QUEUE_MPIX``
+    and ``FERKIT_API_KEY``.
     """
     env = os.environ
     return create_app(
@@ -441,4 +453,5 @@ def app_from_env() -> FastAPI:
         backend=env.get("FERKIT_SERVE_BACKEND", "auto"),
         detector=env.get("FERKIT_SERVE_DETECTOR", "default"),
         decode_pixels=int(float(env.get("FERKIT_SERVE_DECODE_MPIX", DEFAULT_MAX_PIXELS / 1e6)) * 1e6),
+        queue_pixels=int(float(env["FERKIT_SERVE_QUEUE_MPIX"]) * 1e6) if env.get("FERKIT_SERVE_QUEUE_MPIX") else None,
     )
