@@ -69,3 +69,74 @@ def test_the_scan_sees_lazy_imports(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("def f():\n    from ferkit.data.distortions import parse_distortion\n")
     assert "ferkit.data.distortions" in imported_modules(f)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """ferkit module -> ferkit modules it imports (any nesting), minus the registries' loaders.
+
+    A registry's ``_import_*`` function imports the modules that register into it (model
+    families, data sources); that back edge is the registration pattern, not a cycle in
+    the design, so it is left out.
+    """
+    names = {}
+    for f in SRC.rglob("*.py"):
+        parts = f.relative_to(SRC.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    graph = {}
+    for name, f in names.items():
+        tree = ast.parse(f.read_text(), filename=str(f))
+        skip = {id(n) for fn in ast.walk(tree)
+                if isinstance(fn, ast.FunctionDef) and fn.name.startswith("_import_") for n in ast.walk(fn)}
+        out = set()
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.Import):
+                out.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & names.keys()
+                out.update(subs or {node.module})  # "from pkg import submodule" needs only the submodule
+        graph[name] = {m for m in out if m in names and m != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles():
+    # evaluation/ensemble.py <-> evaluation/evaluate.py was one (load_model_any lived in
+    # evaluate and loaded ensembles); it now lives in models/checkpoint.py.
+    assert _cycles(_module_graph()) == []
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -68,3 +68,38 @@ def test_slim_roundtrip_half(tmp_path):
     x = torch.rand(3, 1, 48, 48)
     assert spec2["labels"] == spec["labels"]
     assert torch.allclose(m(x).softmax(1), m2(x).softmax(1), atol=2e-3)
+
+
+ROUND_TRIP_KWARGS = {
+    **dict.fromkeys(("li-vgg", "li-hybrid-a", "li-hybrid-b"), {"width": 0.125, "hidden": 32}),
+    **dict.fromkeys(("vgg16", "resnet50", "seresnet50"), {"hidden": (16,)}),
+    **dict.fromkeys(("awei", "awei-plain", "awei-residual"), {"hidden": 16}),
+}
+
+
+@pytest.mark.filterwarnings("ignore:awei. VGG16 guide randomly initialised")
+@pytest.mark.parametrize("name", list_models())
+def test_save_load_round_trip(name, tmp_path):
+    """Every registered model comes back identical from both file formats it is saved in."""
+    from ferkit.labels import FER7
+    from ferkit.models.checkpoint import load_model_any
+
+    torch.manual_seed(0)
+    size = _size(name)
+    kw = ROUND_TRIP_KWARGS.get(name, {})  # narrow layers: the files stay small, the test fast
+    model = create_model(name, num_classes=7, input_size=size, **kw).eval()
+    x = torch.rand(2, model.input_config.channels, size, size)
+    with torch.no_grad():
+        want = model(x)
+    save_slim(model, {"model": name, "labels": list(FER7), "model_kwargs": kw}, tmp_path / "m.pt")
+    # A training run's best.ckpt: Lightning's layout, the backbone under "model."
+    hp = {"model_name": name, "num_classes": 7, "labels": list(FER7), "model_kwargs": kw,
+          "input_config": model.input_config.to_dict()}
+    torch.save({"hyper_parameters": hp, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}},
+               tmp_path / "best.ckpt")
+    for f in ("m.pt", "best.ckpt"):
+        back, spec = load_model_any(tmp_path / f)
+        assert spec["model"] == name and spec["input_config"] == model.input_config, f
+        assert not back.training
+        with torch.no_grad():
+            torch.testing.assert_close(back(x), want, msg=f"{name} from {f}")

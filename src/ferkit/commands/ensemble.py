@@ -42,7 +42,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from ferkit.evaluation.ensemble import Ensemble
-    from ferkit.evaluation.evaluate import load_model_any
+    from ferkit.models.checkpoint import load_model_any
 
     weights = parse_weights(args.weights, len(args.checkpoint))
     loaded = [

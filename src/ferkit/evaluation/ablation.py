@@ -60,7 +60,7 @@ def evaluate_model(
 ) -> tuple[dict, FerDataset]:
     """Evaluate one checkpoint (or ensemble file) on a split; returns (report, dataset)."""
     from ferkit.evaluation.ensemble import Ensemble, make_tta
-    from ferkit.evaluation.evaluate import load_model_any
+    from ferkit.models.checkpoint import load_model_any
 
     model, spec = load_model_any(str(ref))
     cfg_recipe = run_config(ref)

@@ -28,8 +28,14 @@ from torch import nn
 from ferkit.data.crops import check_mode, crop_views, mean_over_views
 from ferkit.data.transforms import PRESETS, BatchAugment, prepare_batch, prepare_frame
 from ferkit.errors import FerkitError
-from ferkit.models.checkpoint import _init_only, read_checkpoint
-from ferkit.models.registry import InputConfig, create_model
+from ferkit.models.checkpoint import (
+    _init_only,
+    build_model,
+    load_model_any,
+    read_checkpoint,
+    register_format,
+)
+from ferkit.models.registry import InputConfig
 
 ENSEMBLE_FORMAT = "ferkit-ensemble"
 
@@ -242,8 +248,6 @@ class Ensemble(nn.Module):
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str], weights=None) -> Ensemble:
         """Load trained checkpoints (or other ensemble files, flattened) into one ensemble."""
-        from ferkit.evaluation.evaluate import load_model_any
-
         return cls.from_loaded([load_model_any(p) for p in paths], weights)
 
     @classmethod
@@ -286,28 +290,20 @@ def is_ensemble_file(path) -> bool:
 
 
 def load_ensemble(path, map_location="cpu") -> Ensemble:
-    """Rebuild a saved :class:`Ensemble` (members in eval mode)."""
-    ck = read_checkpoint(path)
+    """Rebuild a saved :class:`Ensemble` (members in eval mode).
+
+    Raises:
+        FerkitError: unreadable file, not an ensemble file, or a member whose weights do not fit.
+    """
+    return _ensemble_from_checkpoint(read_checkpoint(path), path, map_location)[0]
+
+
+def _ensemble_from_checkpoint(ck, path, map_location="cpu") -> tuple[Ensemble, dict]:
     if not (isinstance(ck, dict) and ck.get("format") == ENSEMBLE_FORMAT):
         raise FerkitError(f"{path}: not a ferkit ensemble file (write one with 'ferkit ensemble')")
     models, specs = [], []
     for i, mem in enumerate(ck["members"]):
-        cfg = InputConfig.from_dict(mem["input_config"])
-        m = create_model(
-            mem["model"],
-            num_classes=mem["num_classes"],
-            in_chans=cfg.channels,
-            input_size=cfg.size,
-            **mem.get("model_kwargs", {}),
-        )
-        m.input_config = cfg
-        missing, unexpected = m.load_state_dict(mem["state_dict"], strict=False)
-        if missing or unexpected:
-            raise FerkitError(
-                f"{path}: member {i} ({mem['model']}) weights do not fit "
-                f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
-            )
-        models.append(m.eval())
+        models.append(build_model(mem, mem["state_dict"], f"{path}: member {i} ({mem['model']})"))
         specs.append(
             {
                 "model": mem["model"],
@@ -315,8 +311,12 @@ def load_ensemble(path, map_location="cpu") -> Ensemble:
                 "path": mem.get("source"),
             }
         )
-    ens = Ensemble(models, ck["labels"], ck["weights"], specs)
-    return ens.to(map_location).eval()
+    ens = Ensemble(models, ck["labels"], ck["weights"], specs).to(map_location).eval()
+    return ens, ensemble_spec(ens, path)
+
+
+# load_model_any (models/) reads ensemble files through this reader, without importing us.
+register_format(ENSEMBLE_FORMAT, _ensemble_from_checkpoint)
 
 
 def ensemble_spec(ens: Ensemble, path) -> dict:

@@ -8,8 +8,10 @@ import warnings
 import torch
 
 from ferkit.data.dataset import FerDataset, load_index
+from ferkit.errors import FerkitError
+from ferkit.evaluation.ensemble import Ensemble, make_tta
 from ferkit.evaluation.metrics import classification_report, predict_logits
-from ferkit.models.checkpoint import load_checkpoint
+from ferkit.models.checkpoint import load_model_any
 
 
 def resolve_device(device: str) -> str:
@@ -25,8 +27,6 @@ def evaluate_checkpoints(args) -> dict:
     labels = loaded[0][1]["labels"]
     for _, spec in loaded[1:]:
         if spec["labels"] != labels:
-            from ferkit.errors import FerkitError
-
             raise FerkitError("ensemble members must share one label set")
     # None: no TTA; 0: image + mirror; K: + K copies; "ten-crop": each model's ten crops
     tta_k = getattr(args, "tta", None)
@@ -40,8 +40,6 @@ def evaluate_checkpoints(args) -> dict:
         logp, y = predict_logits(model, ds, args.batch_size, device, tta=tta, progress=not args.no_progress,
                                  input_transform=_distortion(args))
     else:
-        from ferkit.evaluation.ensemble import Ensemble
-
         ens = Ensemble.from_loaded(loaded) if len(loaded) > 1 else loaded[0][0]
         logp, y = ens.predict_logits(ds, args.batch_size, device, tta_copies=tta_k or 0,
                                      progress=not args.no_progress, input_transform=_distortion(args),
@@ -54,25 +52,6 @@ def evaluate_checkpoints(args) -> dict:
                skipped=dict(ds.skipped),
                tta=_tta_report(tta_k, getattr(args, "tta_preset", "boulis")))
     return rep
-
-
-def load_model_any(ref: str):
-    """A checkpoint path, or a shipped/saved model name such as 'default'."""
-    from pathlib import Path
-
-    if not Path(ref).exists():
-        try:
-            from ferkit.inference.pretrained import resolve_pretrained
-
-            ref = resolve_pretrained(ref)
-        except ImportError:
-            pass
-    from ferkit.evaluation.ensemble import ensemble_spec, is_ensemble_file, load_ensemble
-
-    if is_ensemble_file(ref):  # one file holding several members (ferkit ensemble)
-        ens = load_ensemble(ref)
-        return ens, ensemble_spec(ens, ref)
-    return load_checkpoint(ref)
 
 
 def spec_kind(spec: dict) -> str:
@@ -106,8 +85,6 @@ def _tta(args):
     k = getattr(args, "tta", None)
     if k is None:  # --tta 0 is a real setting: the original and its mirror image only
         return None
-    from ferkit.evaluation.ensemble import make_tta
-
     return make_tta(k, getattr(args, "tta_preset", "boulis"))
 
 

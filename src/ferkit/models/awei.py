@@ -57,29 +57,19 @@ def _block(cin: int, cout: int) -> list[nn.Module]:
 def load_vgg16_features(weights=None) -> nn.Sequential:
     """torchvision VGG16's conv stack with ``weights`` (path, "imagenet" or None = random + warning).
 
-    Weights resolve through :func:`ferkit.models.transfer.load_backbone_state`,
-    the same path as the transfer-learning models (local file or torchvision's
-    ImageNet weights), so a VGG16 file that works there works here.
-    """
-    from torchvision.models import vgg as tv_vgg
+    The same builder and loader as the transfer-learning ``vgg16``
+    (:func:`ferkit.models.transfer.vgg16_features`), so a VGG16 file that works there
+    works here, and a trained awei checkpoint (``model.vgg.*``) too.
 
-    # The conv stack alone: vgg16() would also build the 102M-parameter classifier we never use.
-    feats = tv_vgg.make_layers(tv_vgg.cfgs["D"], batch_norm=False)
+    Raises:
+        FerkitError: unreadable weights, or some VGG16 conv tensor missing or misshaped.
+    """
+    from ferkit.models.transfer import vgg16_features
+
     if weights in (None, False, "", "none", "random"):
         warnings.warn("awei: VGG16 guide randomly initialised (no weights given); pass "
                       "model_kwargs {weights: imagenet} or a local state-dict path", stacklevel=3)
-        return feats
-    from ferkit.models.transfer import load_backbone_state
-
-    state = load_backbone_state("vgg16", weights) or {}
-    own = feats.state_dict()
-    # Accept "features.0.weight", "model.vgg.0.weight", "0.weight"...: match on the last two parts.
-    fit = {".".join(k.split(".")[-2:]): v for k, v in state.items()}
-    fit = {k: v for k, v in fit.items() if k in own and own[k].shape == v.shape}
-    if len(fit) != len(own):
-        raise FerkitError(f"awei: VGG weights {weights!r} hold {len(fit)}/{len(own)} VGG16 feature tensors")
-    feats.load_state_dict(fit)
-    return feats
+    return vgg16_features(3, weights)
 
 
 class Awei(nn.Module):

@@ -157,19 +157,11 @@ class LiDAE(nn.Module):
 
 
 def _load_dae_weights(dae: LiDAE, path: str) -> None:
-    from ferkit.errors import FerkitError
-    from ferkit.models.checkpoint import read_checkpoint
+    from ferkit.models.checkpoint import load_weights
 
-    ck = read_checkpoint(path)
-    state = ck.get("state_dict", ck) if isinstance(ck, dict) else {}
-    state = {k.removeprefix("model."): v for k, v in state.items()}
     # A DAE checkpoint (keys encoder.*) or a hybrid's (keys dae.encoder.*) both work.
-    if any(k.startswith("dae.") for k in state):
-        state = {k[4:]: v for k, v in state.items() if k.startswith("dae.")}
-    try:
-        dae.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    except RuntimeError as e:
-        raise FerkitError(f"dae_checkpoint {path}: not a li-dae checkpoint ({str(e).splitlines()[0]})") from None
+    load_weights(dae, path, within=("dae.",), require="exact", what=f"dae_checkpoint {path}",
+                 hint="not a li-dae checkpoint")
 
 
 class LiHybrid(nn.Module):

@@ -154,25 +154,14 @@ def load_backbone_state(arch: str, weights) -> dict | None:
     return state
 
 
-def _load_into(backbone: nn.Module, state: dict, arch: str) -> None:
-    """Copy matching tensors; ignore the library's own classifier (fc / classifier.*)."""
-    state = {k.removeprefix("backbone."): v for k, v in state.items()}
-    own = backbone.state_dict()
-    fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+def _load_into(backbone: nn.Module, state: dict, arch: str, within=("backbone.",)) -> None:
+    """Fill ``backbone`` from ``state`` (a plain library state dict, a whole ``TransferNet``'s or
+    a ferkit checkpoint's): every tensor must fit but the library's own classifier."""
+    from ferkit.models.checkpoint import load_weights
+
     # A backbone file must cover the backbone: a mismatch is a wrong file, not a partial load.
-    missing = [
-        k
-        for k in own
-        if k not in fit
-        and not k.endswith("num_batches_tracked")
-        and not k.startswith(("fc.", "classifier."))
-    ]  # ImageNet classifier: replaced anyway
-    if missing:
-        raise FerkitError(
-            f"{arch}: weights do not fit the backbone ({len(missing)} tensor(s) missing or misshaped, "
-            f"e.g. {missing[:3]})"
-        )
-    backbone.load_state_dict(fit, strict=False)
+    load_weights(backbone, state, strip=("model.",), within=within, require="all", what=arch,
+                 optional=("*num_batches_tracked", "fc.*", "classifier.*"))  # ImageNet head: replaced
 
 
 def adapt_first_conv(conv: nn.Conv2d, in_chans: int) -> nn.Conv2d:
@@ -210,15 +199,27 @@ def _feature_size(backbone: nn.Module, in_chans: int, input_size: int) -> int:
 # models
 
 
-def _vgg16_features(in_chans: int, weights) -> nn.Module:
+def vgg16_features(in_chans: int = 3, weights=None) -> nn.Sequential:
+    """torchvision's VGG16 conv stack (13 convs, 5 pools: (B, C, H, W) -> (B, 512, H/32, W/32)).
+
+    Args:
+        in_chans: input channels (1: the first conv sums the RGB filters).
+        weights: see :func:`load_backbone_state`. A file may hold torchvision's VGG16
+            (``features.*``, its classifier ignored), the stack alone (``0.weight``...),
+            a ``vgg16`` TransferNet (``backbone.*``) or an awei model (``vgg.*``), with or
+            without a Lightning ``model.`` prefix.
+
+    Raises:
+        FerkitError: unreadable weights, or some conv tensor missing or misshaped.
+    """
     from torchvision.models import vgg as tv_vgg
 
     # torchvision's own VGG16 ("D") conv stack, built without the 102M-parameter ImageNet
     # classifier that vgg16() would initialise only for us to throw away; never downloads.
     features = tv_vgg.make_layers(tv_vgg.cfgs["D"], batch_norm=False)
     if (state := load_backbone_state("vgg16", weights)) is not None:
-        # Only the conv stack is used; the ImageNet classifier tensors find no match and are ignored.
-        _load_into(features, {k.removeprefix("features."): v for k, v in state.items()}, "vgg16")
+        # Only the conv sub-tree is taken: torchvision's classifier.0.* must not land on conv 0.
+        _load_into(features, state, "vgg16", within=("vgg.", "backbone.", "features."))
     features[0] = adapt_first_conv(features[0], in_chans)
     return features
 
@@ -233,7 +234,7 @@ def vgg16(
     dropout=0.5,
 ):
     """VGG16 (torchvision) conv stack + FC head (Boulis: 4096, 1024, 50% dropout; Ayadi: 4096, 4096)."""
-    features = _vgg16_features(in_chans, weights)
+    features = vgg16_features(in_chans, weights)
     # Keras-style Flatten of the last feature map (no adaptive pooling): the head's size
     # follows the input size, as in the papers' include_top=False models.
     feat = _feature_size(features, in_chans, input_size)

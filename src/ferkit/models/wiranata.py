@@ -179,18 +179,15 @@ class WiranataCNN(nn.Module):
 
 
 def load_encoder_weights(model: nn.Module, path) -> int:
-    """Copy ``features.*`` tensors from a CAE checkpoint into ``model``; returns how many."""
-    from ferkit.models.checkpoint import read_checkpoint
+    """Copy the ``features.*`` tensors of a CAE checkpoint into ``model``; returns how many.
 
-    ck = read_checkpoint(path)
-    state = ck.get("state_dict", ck) if isinstance(ck, dict) else {}
-    state = {k.removeprefix("model."): v for k, v in state.items()}
-    own = model.state_dict()
-    fit = {k: v for k, v in state.items() if k.startswith("features.") and k in own and own[k].shape == v.shape}
-    if not fit:
-        raise FerkitError(f"{path}: no encoder weight fits {type(model).__name__} (is it a CAE checkpoint?)")
-    model.load_state_dict(fit, strict=False)
-    return len(fit)
+    Raises:
+        FerkitError: unreadable file, or no encoder tensor fits by name and shape.
+    """
+    from ferkit.models.checkpoint import load_weights
+
+    rep = load_weights(model, path, only="features.", hint="is it a CAE checkpoint?")
+    return len(rep.loaded)
 
 
 _PLAIN = InputConfig(size=64, channels=1, mean=(0.0,), std=(1.0,))

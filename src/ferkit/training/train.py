@@ -308,17 +308,10 @@ def train(
 
 def _init_from(module: FerLitModule, path: str) -> None:
     """Copy every weight whose name and shape match from a checkpoint (e.g. CAE pre-training)."""
-    from ferkit.models.checkpoint import read_checkpoint
+    from ferkit.models.checkpoint import load_weights
 
-    ck = read_checkpoint(path)
-    state = ck.get("state_dict", ck)
-    state = {k.removeprefix("model."): v for k, v in state.items()}
-    own = module.model.state_dict()
-    fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not fit:
-        raise FerkitError(f"init_checkpoint {path}: no weight matches model {module.hparams.model_name!r}")
-    module.model.load_state_dict(fit, strict=False)
-    print(f"initialised {len(fit)}/{len(own)} tensors of {module.hparams.model_name} from {path}")
+    rep = load_weights(module.model, path, what=f"init_checkpoint {path}")
+    print(f"initialised {rep} of {module.hparams.model_name} from {path}")
 
 
 def finish_run(run_dir: Path, val_ds: FerDataset, labels, wall: float, epochs: int, accelerator: str,
