@@ -185,6 +185,10 @@ def test_resume_overrides_are_checked_and_cannot_change_the_network(tmp_path, ca
     assert main(["train", "--resume", str(run), "--set", "model_kwargs.width=8", *FAST]) == 2
     line = _one_error_line(capsys)
     assert "model_kwargs cannot change in a resumed run" in line and "start a new run" in line
+    assert main(["train", "--resume", str(run), "--seed", "3", *FAST]) == 2
+    assert "seed cannot change in a resumed run (the validation split would change" in _one_error_line(capsys)
+    assert main(["train", "--resume", str(run), "--set", "val_fraction=0.3", *FAST]) == 2
+    assert "val_fraction cannot change" in _one_error_line(capsys)
 
 
 def test_help_states_the_override_rule(capsys):
@@ -205,7 +209,7 @@ def test_misspelt_source_option_is_refused_not_ignored(data, tmp_path, capsys):
     argv = ["train", "boulis-baseline", "--data", str(data), "--out", str(tmp_path / "runs"),
             "--set", "source_options.varient=original", *FAST]
     assert main(argv) == 2
-    assert "dataset 'folders' has no option(s) varient (its options: none)" in _one_error_line(capsys)
+    assert "dataset 'folders': unknown source option(s) varient (its options: none)" in _one_error_line(capsys)
     from ferkit.data.sources import get_source
 
     assert get_source("rafdb").option_names() == ["variant"]
@@ -224,3 +228,18 @@ def test_recipe_and_resume_together_is_refused(tmp_path, capsys):
     """The positional recipe was ignored in silence when --resume was given."""
     assert main(["train", "li-vgg", "--resume", str(tmp_path), *FAST]) == 2
     assert "not both" in _one_error_line(capsys)
+
+
+def test_source_option_values_are_type_checked(tmp_path):
+    """The string "false" is true to Python: source_options={face_crop: "false"} cropped faces."""
+    from ferkit.data.sources import get_source
+    from ferkit.errors import DataError
+
+    kdef = get_source("kdef")
+    with pytest.raises(DataError, match="dataset 'kdef': option face_crop must be true or false, got 'false'"):
+        kdef.check_options({"face_crop": "false"})
+    with pytest.raises(DataError, match="option split_mode must be a string, got 3"):
+        kdef.check_options({"split_mode": 3})
+    assert kdef.check_options({"test_fraction": "0.3", "face_crop": False}) == {"test_fraction": 0.3,
+                                                                                 "face_crop": False}
+    assert get_source("jaffe").check_options({"face_crop": "auto"}) == {"face_crop": "auto"}  # undeclared: as given

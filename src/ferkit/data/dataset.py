@@ -73,7 +73,7 @@ def load_indices(
     if not Path(root).exists():
         raise DataError(f"{root}: no such file or directory")
     spec = get_source(dataset) if dataset else detect_source(root)
-    spec.check_options(source_options)
+    source_options = spec.check_options(source_options)
     if not 0 <= val_fraction < 1:
         raise DataError(f"val_fraction must be in [0, 1) (0 = no carved validation split), got {val_fraction}")
     native_val = "val" in spec.splits or (

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import typing
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.errors import DataError
+from ferkit.values import ValueMismatch, coerce_value, describe_type
 
 
 @dataclass
@@ -79,13 +81,32 @@ class SourceSpec:
         params = inspect.signature(self.index).parameters.values()
         return [p.name for p in params if p.kind in kinds and p.name not in ("root", "split")]
 
-    def check_options(self, options: dict) -> None:
-        """Refuse options this source does not take: its ``**_`` would drop a misspelt
-        ``varient: original`` in silence and the run would use the default."""
+    def check_options(self, options: dict) -> dict:
+        """``options`` coerced to the types ``index`` declares; refuses unknown options
+        (its ``**_`` would drop a misspelt ``varient: original`` in silence) and values of
+        the wrong type (the string ``"false"`` is true to Python).
+
+        Raises:
+            DataError: one line naming the dataset and the option.
+        """
         unknown = sorted(set(options) - set(self.option_names()))
         if unknown:
             known = ", ".join(self.option_names()) or "none"
-            raise DataError(f"dataset {self.name!r} has no option(s) {', '.join(unknown)} (its options: {known})")
+            raise DataError(f"dataset {self.name!r}: unknown source option(s) {', '.join(unknown)} "
+                            f"(its options: {known})")
+        try:
+            hints = typing.get_type_hints(self.index)
+        except Exception:  # noqa: BLE001 - an annotation that does not resolve: no type check
+            hints = {}
+        out = dict(options)
+        for name, value in options.items():
+            if name in hints:
+                try:
+                    out[name] = coerce_value(value, hints[name])
+                except ValueMismatch:
+                    raise DataError(f"dataset {self.name!r}: option {name} must be "
+                                    f"{describe_type(hints[name])}, got {value!r}") from None
+        return out
 
 
 _SOURCES: dict[str, SourceSpec] = {}

@@ -18,11 +18,10 @@ PyTorch for every ``ferkit recipes`` listing.
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
 import typing
 
 from ferkit.errors import FerkitError
+from ferkit.values import ValueMismatch, coerce_value, describe_type
 
 # Lightning's accepted ``precision`` strings plus ours ("auto").
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "bf16-true", "16-true",
@@ -92,103 +91,13 @@ RULES: dict[str, tuple] = {
 }
 
 
-def _describe(tp) -> str:
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a number"
-    if tp is bool:
-        return "true or false"
-    if tp is str:
-        return "a string"
-    if tp is dict:
-        return "a mapping {key: value}"
-    origin = typing.get_origin(tp)
-    if origin in (list, tuple):
-        args = typing.get_args(tp)
-        n = f"{len(args)} " if origin is tuple else ""
-        return f"a list of {n}{_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
-    if origin in (typing.Union, types.UnionType):
-        parts = [_describe(a) for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(parts)
-    return getattr(tp, "__name__", str(tp))
-
-
-class _Mismatch(Exception):
-    pass
-
-
-def coerce(value, tp):
-    """``value`` as type ``tp`` (from an annotation), or raise :class:`_Mismatch`.
-
-    Lenient only where YAML is surprising: ``1e-3`` (a string to YAML 1.1) is a
-    number, ``2.0`` is the integer 2, ``32`` is the string ``"32"`` where a string
-    is expected of a number-like choice (``precision``). Booleans are never numbers.
-    """
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return coerce(value, a)
-            except _Mismatch:
-                pass
-        raise _Mismatch
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, bool):
-            raise _Mismatch
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, bool):
-            raise _Mismatch
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise _Mismatch from None
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            return float(value)
-        raise _Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if tp is dict:
-        if isinstance(value, dict):
-            return value
-        raise _Mismatch
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if isinstance(value, (list, tuple)):
-            return [coerce(v, item) for v in value]
-        raise _Mismatch
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if isinstance(value, (list, tuple)) and len(value) == len(args):
-            return tuple(coerce(v, a) for v, a in zip(value, args, strict=True))
-        raise _Mismatch
-    return value
-
-
 def _what(tp, rule) -> str:
     """``an integer >= 1``, ``one of adam, adamw, sgd``, ``a number or null``..."""
     if rule is None:
-        return _describe(tp)
+        return describe_type(tp)
     text = rule[1]
     if text[0] in "<>" or text.startswith("in "):  # a range: say of what
-        return f"{_describe(tp).split(' or ')[0]} {text}"
+        return f"{describe_type(tp).split(' or ')[0]} {text}"
     return text
 
 
@@ -209,9 +118,9 @@ def validate(recipe) -> None:
         if f.name == "precision" and isinstance(value, int) and not isinstance(value, bool):
             value = str(value)  # YAML reads "precision: 32" as a number
         try:
-            value = coerce(value, tp)
+            value = coerce_value(value, tp)
             ok = rule is None or value is None or rule[0](value)
-        except _Mismatch:
+        except ValueMismatch:
             ok = False
         if not ok:
             raise FerkitError(f"recipe {rname}: {f.name} must be {_what(tp, rule)}, got {value!r}")

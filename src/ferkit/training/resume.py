@@ -15,9 +15,11 @@ import yaml
 from ferkit.errors import FerkitError
 from ferkit.training.recipes import Recipe
 
-# Fields that shape the network: last.ckpt holds weights (and optimizer state) for the
-# saved values, so a resumed run cannot change them.
+# Fields a resumed run cannot change. The network's shape: last.ckpt holds weights (and
+# optimizer state) for the saved values. The validation split: best.ckpt is chosen by
+# comparing val_loss across epochs, which means nothing if later epochs see other faces.
 ARCHITECTURE_FIELDS = ("model", "model_kwargs", "in_chans", "input_size", "labels")
+SPLIT_FIELDS = ("dataset", "source_options", "val_fraction", "group_val", "seed")
 # What a checkpoint written by Trainer.fit holds and a resume needs.
 _TRAINING_KEYS = ("state_dict", "optimizer_states", "epoch", "loops")
 
@@ -60,12 +62,12 @@ def prepare_resume(resume, data, overrides: dict | None) -> tuple[Path, Recipe, 
     recipe = Recipe.from_dict(saved_recipe)
     if overrides:
         new = recipe.override(**overrides)
-        changed = [f for f in ARCHITECTURE_FIELDS if getattr(new, f) != getattr(recipe, f)]
-        if changed:
-            raise FerkitError(
-                f"--resume {resume}: {', '.join(changed)} cannot change in a resumed run (last.ckpt holds "
-                "weights for the saved value); start a new run instead"
-            )
+        for fields, why in ((ARCHITECTURE_FIELDS, "last.ckpt holds weights for the saved value"),
+                            (SPLIT_FIELDS, "the validation split would change under best.ckpt's selection")):
+            changed = [f for f in fields if getattr(new, f) != getattr(recipe, f)]
+            if changed:
+                raise FerkitError(f"--resume {resume}: {', '.join(changed)} cannot change in a resumed run "
+                                  f"({why}); start a new run instead")
         recipe = new
     last, best = run_dir / "last.ckpt", run_dir / "best.ckpt"
     if not last.is_file():
