@@ -241,3 +241,24 @@ def test_inference_modules_import_without_torch():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )
     assert r.returncode == 0, r.stderr[-1500:]
+
+
+def test_base_dependencies_leave_torch_to_the_train_extra():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def names(reqs):
+        return {r.split(";")[0].split("[")[0].split(">")[0].split("<")[0].split("=")[0].strip().lower()
+                for r in reqs}
+
+    base = names(meta["dependencies"])
+    extras = {k: names(v) for k, v in meta["optional-dependencies"].items()}
+    assert {"numpy", "pillow", "opencv-python-headless", "onnxruntime"} <= base
+    assert not base & {"torch", "torchvision", "lightning", "torchmetrics", "matplotlib", "onnx"}
+    assert {"torch", "torchvision", "lightning", "torchmetrics", "matplotlib", "onnx"} <= extras["train"]
+    assert {"fastapi", "uvicorn", "python-multipart"} <= extras["serve"]
+    assert "ferkit[train,serve,timm]" in meta["optional-dependencies"]["all"]
+    # torch is never pinned: README's `pip install torch==... torchvision==...` (or the
+    # CPU-only build) must stay installable next to it.
+    torch_req = next(r for r in meta["optional-dependencies"]["train"] if r.startswith("torch>"))
+    assert "==" not in torch_req and "<" not in torch_req
