@@ -116,3 +116,26 @@ def test_plot_without_matplotlib_is_a_usage_error_before_any_work(slim, tmp_path
     rc = main(["predict", "--demo", "--model", slim, "--plot", str(tmp_path / "p"), "--no-progress"])
     out, err = capsys.readouterr()
     assert rc == 2 and out == "" and "pip install 'ferkit[plot]'" in err
+
+
+def test_an_image_that_breaks_the_analysis_is_skipped_not_the_batch(slim, tmp_path, capsys,
+                                                                      monkeypatch):
+    # The service's "one bad slot never fails a batch", on the command line: an exception
+    # from detection or the model on one image used to end the whole run with a traceback.
+    from ferkit.inference.recognizer import Recognizer
+
+    real = Recognizer.predict_arrays
+
+    def picky(self, arrays, *a, **kw):
+        if any(arr.shape[1] == 13 for arr in arrays):
+            raise RuntimeError("detector exploded")
+        return real(self, arrays, *a, **kw)
+
+    monkeypatch.setattr(Recognizer, "predict_arrays", picky)
+    for name, size in (("a.png", (512, 512)), ("b.png", (13, 40)), ("c.png", (512, 512))):
+        Image.open(ASTRONAUT).convert("RGB").resize(size).save(tmp_path / name)
+    rc, out, summary = _run(capsys, tmp_path, "--model", slim, "--detector", "none")
+    assert rc == 1
+    assert sorted(Path(json.loads(x)["source"]).name for x in out.splitlines()) == ["a.png", "c.png"]
+    assert "2 image(s)" in summary
+    assert "1 input(s) skipped: 1 analysis failed (a fault: please report it)" in summary

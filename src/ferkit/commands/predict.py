@@ -6,7 +6,6 @@ import contextlib
 import importlib.util
 import sys
 import warnings
-from collections import Counter, defaultdict
 from pathlib import Path
 
 FORMATS = ("jsonl", "csv", "text")
@@ -193,9 +192,9 @@ def _predict_all(args, rec, items, aliases, fmt, out) -> int:
             if entry.kind == "video":
                 job.video(entry.path, entry.name)
             elif entry.kind == "skipped":
-                job.skip(entry.name, entry.problem)
+                job.report.skip(entry.name, entry.problem)
             else:
-                job.ignored[entry.problem.reason].append(entry.name)
+                job.report.ignore(entry.name, entry.problem)
             bar.update(1)
         if chunk:
             job.images(chunk, bar)
@@ -211,21 +210,22 @@ def _predict_all(args, rec, items, aliases, fmt, out) -> int:
             "classify each whole image",
             file=sys.stderr,
         )
-    print(job.summary(), file=sys.stderr)
-    return 1 if job.skipped or job.warned else 0
+    print(job.report.summary(rec, bool(job.annot), bool(job.plots)), file=sys.stderr)
+    return job.report.exit_code
 
 
 class _Job:
     """One predict run: analyses inputs, writes records and files, keeps true counts."""
 
     def __init__(self, args, rec, writer, quiet):
-        from ferkit.inference.outputs import OutputNames
+        from tqdm import tqdm
+
+        from ferkit.inference.outputs import OutputNames, RunReport
 
         self.args, self.rec, self.writer, self.quiet = args, rec, writer, quiet
-        self.stats: Counter = Counter()
-        self.skipped: Counter = Counter()  # reason -> inputs not analysed
-        self.warned: Counter = Counter()  # reason -> inputs analysed only in part
-        self.ignored: defaultdict[str, list[str]] = defaultdict(list)
+        self.report = RunReport(echo=lambda line: tqdm.write(line, file=sys.stderr))
+        self.stats = self.report.stats
+        self.skip, self.warn = self.report.skip, self.report.warn
         self.names = OutputNames()
         self.annot = Path(args.save_annotated) if args.save_annotated else None
         self.plots = Path(args.plot) if args.plot else None
@@ -233,22 +233,11 @@ class _Job:
             if folder:
                 folder.mkdir(parents=True, exist_ok=True)
 
-    def skip(self, name, problem: Exception):
-        from tqdm import tqdm
-
-        self.skipped[_reason(problem)] += 1
-        tqdm.write(f"ferkit: skipped {_detail(name, problem)}", file=sys.stderr)
-
-    def warn(self, name, problem: Exception):
-        from tqdm import tqdm
-
-        self.warned[_reason(problem)] += 1
-        tqdm.write(f"ferkit: warning: {_detail(name, problem)}", file=sys.stderr)
-
     def images(self, chunk, bar):
         """Decode, detect and classify a chunk of images (one forward pass for all faces)."""
         from ferkit.errors import FerkitError
         from ferkit.inference.faces import CropHintWarning, looks_like_crop
+        from ferkit.inference.outputs import AnalysisError
 
         arrays, names = [], []
         for entry in chunk:
@@ -260,8 +249,12 @@ class _Job:
                 bar.update(1)
         with warnings.catch_warnings():  # the summary gives the crop hint once, with numbers
             warnings.simplefilter("ignore", CropHintWarning)
-            results = self.rec.predict_arrays(arrays)
+            results = _isolating(self.rec.predict_arrays, arrays)
         for name, arr, faces in zip(names, arrays, results):
+            if isinstance(faces, Exception):  # this image alone broke detection or the model
+                self.skip(name, AnalysisError.of(name, faces))
+                bar.update(1)
+                continue
             self.stats["images"] += 1
             self.stats["faces"] += len(faces)
             self.stats["no_face"] += not faces
@@ -294,7 +287,7 @@ class _Job:
     def video(self, source, name):
         from tqdm import tqdm
 
-        from ferkit.inference.outputs import OutputError, open_video_writer
+        from ferkit.inference.outputs import AnalysisError, OutputError, open_video_writer
         from ferkit.inference.video import (
             IouTracker,
             TruncatedVideoError,
@@ -341,11 +334,13 @@ class _Job:
                 bar.update(1)
         except TruncatedVideoError as e:
             self.warn(name, e)  # its readable frames were analysed: counted below
-        except VideoError as e:
+        except Exception as e:  # noqa: BLE001 - VideoError, or a fault on this video only
+            if not isinstance(e, VideoError):
+                e = AnalysisError.of(name, e)
             if not frames:
                 self.skip(name, e)
                 return
-            self.warn(name, e)
+            self.warn(name, e)  # the frames before the failure were analysed: counted below
         finally:
             bar.close()
             if writer:
@@ -358,41 +353,17 @@ class _Job:
             written = plot_tracks(tracker, self.rec.labels, self.plots, self.names.base(name))
             self.stats["plots"] += len(written)
 
-    def summary(self) -> str:
-        s = self.stats
-        parts = [f"{s['images']} image(s)" + (f" ({s['no_face']} with no face)" if s["no_face"] else "")]
-        if s["videos"]:
-            parts.append(
-                f"{s['videos']} video(s) ({s['frames']} frames analysed, {s['tracks']} face track(s))"
-            )
-        parts.append(f"{s['faces']} face(s)")
-        line = "ferkit predict: " + ", ".join(parts)
-        if self.annot or self.plots:
-            wrote = [f"{s['annotated']} annotated file(s)"] if self.annot else []
-            wrote += [f"{s['plots']} plot(s)"] if self.plots else []
-            line += "; wrote " + " and ".join(wrote)
-        for what, counts in (("input(s) skipped", self.skipped), ("input(s) with warnings", self.warned)):
-            if counts:
-                why = ", ".join(f"{n} {r}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-                line += f"; {sum(counts.values())} {what}: {why}"
-        if self.ignored:
-            why = ", ".join(
-                f"{len(names)} {r} ({', '.join(Path(n).name for n in names[:3])}"
-                f"{', ...' if len(names) > 3 else ''})"
-                for r, names in sorted(self.ignored.items(), key=lambda kv: -len(kv[1]))
-            )
-            line += f"; {sum(len(v) for v in self.ignored.values())} file(s) ignored: {why}"
-        rec = self.rec
-        name = getattr(rec, "name", rec.model_name)
-        return line + (f" [model {name} (version {rec.version}), {rec.backend}, "
-                       f"detector {rec.detector.name}]")
+
+def _isolating(fn, arrays):
+    """``fn(arrays)``; if it raises, ``fn`` on each array alone, the failing ones as exceptions."""
+    try:
+        return fn(arrays)
+    except Exception:  # noqa: BLE001 - one input's fault must not end the batch: find it
+        return [_one(fn, a) for a in arrays]
 
 
-def _reason(problem: Exception) -> str:
-    """The summary category of a problem: its class's ``reason`` (never its message text)."""
-    return getattr(problem, "reason", None) or "unreadable input"
-
-
-def _detail(name: str, problem: Exception) -> str:
-    msg = str(problem)
-    return msg if msg.startswith(str(name)) else f"{name}: {msg}"
+def _one(fn, arr):
+    try:
+        return fn([arr])[0]
+    except Exception as e:  # noqa: BLE001 - reported as this input's problem
+        return e

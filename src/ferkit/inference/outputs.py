@@ -8,6 +8,7 @@
   that share a stem (``cam1/clip.webm`` and ``cam2/clip.mp4``, ``photo.gif``
   and ``photo.webp``) never overwrite each other.
 * :func:`plot_face_scores` draws the emotion scores of the faces of one still image.
+* :class:`RunReport` keeps a batch run's counts and writes its summary line.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from ferkit.errors import DataError
+from ferkit.errors import DataError, FerkitError
 
 FORMATS = ("jsonl", "csv", "text")
 
@@ -194,3 +196,85 @@ def plot_face_scores(faces, labels: list[str], path: Path, title: str) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+class AnalysisError(FerkitError):
+    """Detection or classification raised on an input: a fault in ferkit or a library,
+    reported for that input while the rest of the batch goes on."""
+
+    reason = "analysis failed (a fault: please report it)"
+
+    @classmethod
+    def of(cls, name: str, exc: BaseException) -> AnalysisError:
+        return cls(f"{name}: analysis failed ({type(exc).__name__}: {exc})")
+
+
+class RunReport:
+    """True counts of a batch run and its one-line summary.
+
+    ``skip`` (an input not analysed), ``warn`` (analysed in part, or an output not
+    written) and ``ignore`` (a harmless file) group problems by their class's
+    ``reason``, never by message text; ``echo`` prints one line per skip or warning.
+    ``stats`` counts images, no_face, faces, videos, frames, tracks, annotated, plots.
+    """
+
+    def __init__(self, echo=print):
+        self.echo = echo
+        self.stats: Counter = Counter()
+        self.skipped: Counter = Counter()
+        self.warned: Counter = Counter()
+        self.ignored: defaultdict[str, list[str]] = defaultdict(list)
+
+    def skip(self, name: str, problem: BaseException) -> None:
+        self.skipped[_reason(problem)] += 1
+        self.echo(f"ferkit: skipped {_detail(name, problem)}")
+
+    def warn(self, name: str, problem: BaseException) -> None:
+        self.warned[_reason(problem)] += 1
+        self.echo(f"ferkit: warning: {_detail(name, problem)}")
+
+    def ignore(self, name: str, problem: BaseException) -> None:
+        self.ignored[_reason(problem)].append(name)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every input was read whole, 1 when some were skipped or had warnings."""
+        return 1 if self.skipped or self.warned else 0
+
+    def summary(self, rec, annotated: bool = False, plots: bool = False) -> str:
+        s = self.stats
+        parts = [f"{s['images']} image(s)" + (f" ({s['no_face']} with no face)" if s["no_face"] else "")]
+        if s["videos"]:
+            parts.append(
+                f"{s['videos']} video(s) ({s['frames']} frames analysed, {s['tracks']} face track(s))"
+            )
+        parts.append(f"{s['faces']} face(s)")
+        line = "ferkit predict: " + ", ".join(parts)
+        wrote = ([f"{s['annotated']} annotated file(s)"] if annotated else []) + (
+            [f"{s['plots']} plot(s)"] if plots else [])
+        if wrote:
+            line += "; wrote " + " and ".join(wrote)
+        for what, counts in (("input(s) skipped", self.skipped), ("input(s) with warnings", self.warned)):
+            if counts:
+                why = ", ".join(f"{n} {r}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+                line += f"; {sum(counts.values())} {what}: {why}"
+        if self.ignored:
+            why = ", ".join(
+                f"{len(names)} {r} ({', '.join(Path(n).name for n in names[:3])}"
+                f"{', ...' if len(names) > 3 else ''})"
+                for r, names in sorted(self.ignored.items(), key=lambda kv: -len(kv[1]))
+            )
+            line += f"; {sum(len(v) for v in self.ignored.values())} file(s) ignored: {why}"
+        name = getattr(rec, "name", None) or rec.model_name
+        return line + (f" [model {name} (version {rec.version}), {rec.backend}, "
+                       f"detector {rec.detector.name}]")
+
+
+def _reason(problem: BaseException) -> str:
+    """The summary category of a problem: its class's ``reason`` (never its message text)."""
+    return getattr(problem, "reason", None) or "unreadable input"
+
+
+def _detail(name: str, problem: BaseException) -> str:
+    msg = str(problem)
+    return msg if msg.startswith(str(name)) else f"{name}: {msg}"
