@@ -85,3 +85,27 @@ def test_unreadable_video_and_missing_webcam_are_typed(slim, tmp_path, capsys):
     rc, recs, err = _predict(capsys, tmp_path / "fake.mp4", "--webcam", "97", "--model", slim)
     assert rc == 1 and not recs
     assert "2 input(s) skipped: 1 unreadable video, 1 webcam not available" in err
+
+
+def test_unknown_frame_counts_are_not_used(tmp_path, monkeypatch):
+    # Live WebM / MPEG-TS streams declare no length: OpenCV reports 0, -1 or a huge negative.
+    import cv2
+
+    from ferkit.inference import video
+
+    clip = write_test_video(tmp_path / "live.mp4", n=8)
+    real = cv2.VideoCapture
+
+    class NoLength:
+        def __init__(self, *a):
+            self._cap = real(*a)
+
+        def get(self, prop):
+            return -9.2e18 if prop == cv2.CAP_PROP_FRAME_COUNT else self._cap.get(prop)
+
+        def __getattr__(self, name):
+            return getattr(self._cap, name)
+
+    monkeypatch.setattr(video.cv2, "VideoCapture", NoLength)
+    assert video.frame_count(clip) is None  # was -9.2e18: a negative progress-bar total
+    assert len(list(iter_frames(clip))) == 8  # and no truncation claimed

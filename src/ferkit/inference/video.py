@@ -105,9 +105,16 @@ def frame_count(source) -> int | None:
     if isinstance(source, int):
         return None
     cap = cv2.VideoCapture(os.fspath(source))
-    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    n = _declared_count(cap)
     cap.release()
     return n or None
+
+
+def _declared_count(cap) -> int:
+    """The container's frame count, 0 when unknown (live WebM and MPEG-TS streams report
+    0, a negative number or NaN)."""
+    n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    return int(n) if np.isfinite(n) and 0 < n < 2**40 else 0
 
 
 def frame_rate(source, default: float = 25.0) -> float:
@@ -158,7 +165,7 @@ def iter_frames(
     camera = isinstance(source, int)
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     fps = fps if 0 < fps < 1000 else 25.0  # webcams and odd files report 0 or nonsense
-    declared = 0 if camera else int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    declared = 0 if camera else _declared_count(cap)
     start = _time.monotonic()
     i, last_t, ended = 0, None, False
     try:

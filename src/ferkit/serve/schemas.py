@@ -102,4 +102,6 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     415: _err("not an image, or an unsupported content type"),
     422: _err("corrupt image, empty upload, or decompression bomb"),
     503: _err("too many images waiting; retry after a second"),
+    500: _err("a fault of the server: a generic message with a reference; the detail is in "
+              "the server log"),
 }
