@@ -96,3 +96,23 @@ def test_other_damage_is_redecoded(index, damage):
     images, _, msgs = _decode(index)
     assert len(msgs) == 1 and "is damaged" in msgs[0] and "\n" not in msgs[0]
     assert np.array_equal(images, good)
+
+
+def test_evaluate_after_cache_damage_gives_the_same_report(tmp_path, monkeypatch, capsys):
+    """The named case: zeroed cache pixels took 'ferkit evaluate' from 0.598 to 0.130, exit 0."""
+    import json
+
+    from ferkit.cli import main
+
+    monkeypatch.setenv("FERKIT_CACHE", str(tmp_path / "cache"))
+    data = write_class_tree(tmp_path / "data", n=2, splits=("test",))
+    argv = ["evaluate", "default", "--data", str(data), "--split", "test", "--json", "--no-progress"]
+    assert main(argv) == 0
+    before = json.loads(capsys.readouterr().out)
+    (npy,) = (tmp_path / "cache").glob("*.npy")
+    raw = npy.read_bytes()
+    npy.write_bytes(raw[:128] + bytes(len(raw) - 128))  # every pixel zeroed, same size
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["confusion"] == before["confusion"]
+    assert "is damaged (checksum mismatch" in out.err
