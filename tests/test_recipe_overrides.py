@@ -243,3 +243,20 @@ def test_source_option_values_are_type_checked(tmp_path):
     assert kdef.check_options({"test_fraction": "0.3", "face_crop": False}) == {"test_fraction": 0.3,
                                                                                  "face_crop": False}
     assert get_source("jaffe").check_options({"face_crop": "auto"}) == {"face_crop": "auto"}  # undeclared: as given
+
+
+def test_a_field_given_twice_in_a_recipe_file_is_refused(tmp_path, capsys):
+    """PyYAML keeps the last of two equal keys in silence: 'epochs: 10' ... 'epochs: 60' trained 60."""
+    f = tmp_path / "mine.yaml"
+    f.write_text("name: mine\nmodel: boulis-baseline\nepochs: 10\nlr: 0.01\nepochs: 60\n")
+    assert main(["train", str(f), "--data", str(tmp_path), *FAST]) == 2
+    assert "not valid YAML ('epochs' given twice (lines 3 and 5))" in _one_error_line(capsys)
+    with pytest.raises(FerkitError, match=r"'width' given twice \(line 1\)"):
+        parse_set(["model_kwargs={width: 8, width: 16}"])
+
+
+def test_broken_yaml_is_one_line_with_its_position(tmp_path, capsys):
+    f = tmp_path / "mine.yaml"
+    f.write_text("name: mine\nmodel: [boulis-baseline\nepochs: 3\n")
+    assert main(["train", str(f), "--data", str(tmp_path), *FAST]) == 2
+    assert "not valid YAML (expected ',' or ']'" in _one_error_line(capsys)

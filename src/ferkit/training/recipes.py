@@ -160,9 +160,33 @@ def load_recipe(name_or_path: str) -> Recipe:
             raise FerkitError(f"unknown recipe {name_or_path!r}; available: {', '.join(sorted(files))}")
         text = files[name_or_path].read_text()
     try:
-        return Recipe.from_dict(yaml.safe_load(text))
-    except (yaml.YAMLError, TypeError) as e:
-        raise FerkitError(f"recipe {name_or_path}: invalid ({e})") from None
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        raise FerkitError(f"recipe {name_or_path}: not valid YAML ({yaml_error_line(e)})") from None
+    return Recipe.from_dict(data)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one
+    in silence, so ``epochs: 10`` ... ``epochs: 60`` trained 60 epochs)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                a, b = seen[key] + 1, key_node.start_mark.line + 1
+                where = f"line {a}" if a == b else f"lines {a} and {b}"
+                raise yaml.constructor.ConstructorError(None, None, f"{key!r} given twice ({where})", None)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def yaml_error_line(e: yaml.YAMLError) -> str:
+    """A YAML error on one line: what went wrong and where (PyYAML's own text spans several)."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def parse_set(pairs: list[str] | None) -> dict:
@@ -177,10 +201,9 @@ def parse_set(pairs: list[str] | None) -> dict:
         if not eq or not k.strip():
             raise FerkitError(f"--set expects key=value, got {p!r}")
         try:
-            value = yaml.safe_load(v)
+            value = yaml.load(v, Loader=_StrictLoader)
         except yaml.YAMLError as e:
-            first = str(e).splitlines()[0]
-            raise FerkitError(f"--set {p}: the value is not valid YAML ({first})") from None
+            raise FerkitError(f"--set {p}: the value is not valid YAML ({yaml_error_line(e)})") from None
         out.pop(k.strip(), None)
         out[k.strip()] = value
     return out
