@@ -28,7 +28,12 @@ def add_parser(sub):
     p.add_argument("--model", default="default", help="'default' (shipped model) or a checkpoint path")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
                    help="inference backend (default auto: onnxruntime on the CPU when installed, else torch)")
-    p.add_argument("--detector", default="default", help="face detector name (default: the Recognizer's)")
+    from ferkit.inference.faces import DEFAULT_MIN_FACE, detector_help
+
+    p.add_argument("--detector", default="default", help=f"face detector: {detector_help()}")
+    p.add_argument("--min-face", type=int, default=None, metavar="PX",
+                   help=f"smallest face side to find, in pixels of the uploaded image (default "
+                   f"{DEFAULT_MIN_FACE}; smaller costs detection time on large photos)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes, each with its own model copy (default: 1)")
     p.add_argument("--max-upload-mb", type=float, default=10,
@@ -76,6 +81,8 @@ def run(args) -> int:
         raise FerkitError("--max-batch must be >= 1 and --batch-window-ms >= 0")
     if args.decode_mpix <= 0 or (args.queue_mpix is not None and args.queue_mpix <= 0):
         raise FerkitError("--decode-mpix and --queue-mpix must be > 0")
+    if args.min_face is not None and args.min_face < 0:
+        raise FerkitError("--min-face must be 0 or more pixels")
     api_key = args.api_key or os.environ.get("FERKIT_API_KEY") or None
     if not _is_loopback(args.host) and not api_key:
         print(f"ferkit: warning: serving on {args.host} without an API key: anyone who can reach "
@@ -85,7 +92,8 @@ def run(args) -> int:
                 "batch_window_ms": args.batch_window_ms, "max_batch": args.max_batch,
                 "backend": args.backend, "detector": args.detector,
                 "decode_pixels": int(args.decode_mpix * 1e6),
-                "queue_pixels": int(args.queue_mpix * 1e6) if args.queue_mpix else None}
+                "queue_pixels": int(args.queue_mpix * 1e6) if args.queue_mpix else None,
+                "min_face": args.min_face}
     # Internal errors are logged by 'ferkit.serve' (clients only get a reference).
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -112,6 +120,8 @@ def run(args) -> int:
         "FERKIT_SERVE_DECODE_MPIX": str(args.decode_mpix),
         **({"FERKIT_SERVE_QUEUE_MPIX": str(args.queue_mpix)} if args.queue_mpix else {}),
     })
+    if args.min_face is not None:
+        os.environ["FERKIT_SERVE_MIN_FACE"] = str(args.min_face)
     if api_key:
         os.environ["FERKIT_API_KEY"] = api_key
     assert app_from_env  # imported above so a missing extra fails before forking

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import os
 import time
 import uuid
@@ -43,6 +44,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferkit import __version__
+from ferkit.errors import FerkitError
 from ferkit.serve.batcher import MicroBatcher, QueueFullError
 from ferkit.serve.schemas import (
     ERROR_RESPONSES,
@@ -151,10 +153,10 @@ def _backend_name(recognizer) -> str | None:
     return b if isinstance(b, str) else getattr(b, "name", None)
 
 
-def _load_recognizer(model: str, backend: str, detector: str):
+def _load_recognizer(model: str, backend: str, detector: str, min_face: int | None = None):
     from ferkit.inference.recognizer import Recognizer
 
-    return Recognizer.from_pretrained(model, backend=backend, detector=detector)
+    return Recognizer.from_pretrained(model, backend=backend, detector=detector, min_face=min_face)
 
 
 def create_app(
@@ -172,6 +174,7 @@ def create_app(
     max_side: int = DEFAULT_MAX_SIDE,
     decode_pixels: int | None = None,
     queue_pixels: int | None = None,
+    min_face: int | None = None,
 ) -> FastAPI:
     """Build the service around a Recognizer.
 
@@ -198,11 +201,28 @@ def create_app(
             across requests (default ``max_files * max_side**2``: one full batch request
             of the largest images, about 400 MB of RGB); later requests wait, holding only
             their compressed upload. A request needing more runs alone.
+        min_face: smallest face side to find, in pixels of the *uploaded* image (default:
+            the recognizer's, 40). An upload whose min_face faces the ``max_side`` shrink
+            would make too small for the detector is decoded at full size instead (its
+            pixels still count against ``max_pixels`` and ``decode_pixels``).
     """
+    if min_face is not None and min_face < 0:
+        raise FerkitError(f"min_face must be 0 or more pixels, got {min_face}")
     if recognizer is None:
-        recognizer = _load_recognizer(model, backend, detector)
+        recognizer = _load_recognizer(model, backend, detector, min_face)
     file_limit = int(max_upload_mb * 1024 * 1024)
-    batcher = MicroBatcher(recognizer.predict_batch, max_batch=max_batch, window_ms=batch_window_ms)
+    face_px = min_face if min_face is not None else getattr(recognizer, "min_face", None)
+    window = getattr(getattr(recognizer, "detector", None), "min_window", 24)
+
+    def predict_items(items):
+        # Items are (array, scale of the max_side shrink): min_face is asked for in the
+        # upload's pixels, so each array gets it in its own (shrunk) pixels.
+        arrays = [a for a, _ in items]
+        if face_px is None or not hasattr(recognizer, "predict_arrays"):
+            return recognizer.predict_batch(arrays)
+        return recognizer.predict_arrays(arrays, min_face=[round(face_px * s) for _, s in items])
+
+    batcher = MicroBatcher(predict_items, max_batch=max_batch, window_ms=batch_window_ms)
     budget = PixelBudget(decode_pixels or max_pixels)
     queued = PixelBudget(queue_pixels or max_files * max_side**2)
     started = time.time()
@@ -295,16 +315,23 @@ def create_app(
     async def _decode(data: bytes):
         """Header check, then the decode once the pixel budget has room for this image."""
         _, w, h = inspect_upload(data, max_pixels)
+        side = max_side
+        if face_px and face_px / math.ceil(max(w, h, 1) / max_side) < window:
+            # Shrunk to max_side (by a whole factor, see uploads._decode_small), a min_face
+            # face would fall under the detector's window: decode at full size instead (the
+            # detector then shrinks it only as far as min_face allows).
+            side = max(w, h)
         async with budget.hold(w * h):
             try:
-                return await run_in_threadpool(decode_upload, data, max_pixels, max_side)
+                return await run_in_threadpool(decode_upload, data, max_pixels, side)
             finally:
                 await run_in_threadpool(release_memory, w * h)
 
-    async def _run(images: list[np.ndarray], return_exceptions: bool = False):
+    async def _run(images: list[tuple[np.ndarray, float]], return_exceptions: bool = False):
+        """Faces of (array, shrink scale) items, through the micro-batcher."""
         # Decoded images wait for room before they queue: the model may be slower than
         # decoding, and a queue of 2048 px images grows by 12 MB per upload.
-        pixels = sum(int(a.shape[0]) * int(a.shape[1]) for a in images)
+        pixels = sum(int(a.shape[0]) * int(a.shape[1]) for a, _ in images)
         try:
             async with queued.hold(pixels):
                 results = await batcher.submit_many(images, return_exceptions=return_exceptions)
@@ -338,7 +365,7 @@ def create_app(
         ((_, data),) = await _images_from_request(request, batch=False)
         arr, w, h, scale = await _decode(data)
         t1 = time.perf_counter()
-        (res,) = await _run([arr])
+        (res,) = await _run([(arr, scale)])
         return {
             "faces": [_face_dict(f, scale) for f in res.faces],
             "image": {"width": w, "height": h},
@@ -374,7 +401,7 @@ def create_app(
                 item["error"] = {"error": code, "detail": detail}
             items.append(item)
         t1 = time.perf_counter()
-        results = await _run([arr for _, arr, _ in good], return_exceptions=True) if good else []
+        results = await _run([(arr, s) for _, arr, s in good], return_exceptions=True) if good else []
         for (i, _, scale), res in zip(good, results):
             if isinstance(res, BaseException):  # the model failed on this image (alone)
                 code, detail = internal_error(f"batch slot {i} model", res)
@@ -440,8 +467,8 @@ def app_from_env() -> FastAPI:
 
     Reads ``FERKIT_SERVE_MODEL``, ``FERKIT_SERVE_BACKEND``, ``FERKIT_SERVE_DETECTOR``,
     ``FERKIT_SERVE_MAX_UPLOAD_MB``, ``FERKIT_SERVE_BATCH_WINDOW_MS``,
-    ``FERKIT_SERVE_MAX_BATCH``, ``FERKIT_SERVE_DECODE_MPIX``, ``FERKIT_SERVE_QUEUE_MPIX``
-    and ``FERKIT_API_KEY``.
+    ``FERKIT_SERVE_MAX_BATCH``, ``FERKIT_SERVE_DECODE_MPIX``, ``FERKIT_SERVE_QUEUE_MPIX``,
+    ``FERKIT_SERVE_MIN_FACE`` and ``FERKIT_API_KEY``.
     """
     env = os.environ
     return create_app(
@@ -454,4 +481,5 @@ def app_from_env() -> FastAPI:
         detector=env.get("FERKIT_SERVE_DETECTOR", "default"),
         decode_pixels=int(float(env.get("FERKIT_SERVE_DECODE_MPIX", DEFAULT_MAX_PIXELS / 1e6)) * 1e6),
         queue_pixels=int(float(env["FERKIT_SERVE_QUEUE_MPIX"]) * 1e6) if env.get("FERKIT_SERVE_QUEUE_MPIX") else None,
+        min_face=int(env["FERKIT_SERVE_MIN_FACE"]) if env.get("FERKIT_SERVE_MIN_FACE") else None,
     )
