@@ -174,3 +174,35 @@ def test_fp16_weights_are_stored_as_fp16_and_compute_the_same(tmp_path):
     with torch.no_grad():
         want = model(torch.from_numpy(x)).numpy()
     assert np.abs(sess.run(None, {"input": x})[0] - want).max() <= 1e-4
+
+
+def _with_metadata(tmp_path, **changes):
+    onnx = pytest.importorskip("onnx", reason="editing ONNX files needs the onnx package")
+    proto = onnx.load(str(pretrained.shipped_path("default", "onnx")))
+    for p in proto.metadata_props:
+        if p.key.removeprefix("ferkit.") in changes:
+            p.value = changes[p.key.removeprefix("ferkit.")]
+    path = tmp_path / "edited.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"labels": '["happy", "sad"]'}, "does not match its 2 labels"),
+        ({"labels": "[]"}, "non-empty list"),
+        ({"labels": "not json"}, "unreadable ferkit metadata"),
+        ({"input_config": '{"size": 64, "channels": 1}'}, "does not match its input config"),
+        ({"input_config": '{"channels": 1}'}, "unreadable ferkit metadata"),
+        ({"input_config": '{"size": 48, "channels": 1, "tta": "sideways"}'}, "unreadable ferkit metadata"),
+    ],
+)
+def test_onnx_file_whose_metadata_does_not_fit_is_a_one_line_error(tmp_path, changes, message):
+    from ferkit.errors import FerkitError
+    from ferkit.inference.recognizer import Recognizer
+
+    path = _with_metadata(tmp_path, **changes)
+    with pytest.raises(FerkitError, match=message) as e:
+        Recognizer.from_pretrained(path)
+    assert "\n" not in str(e.value)

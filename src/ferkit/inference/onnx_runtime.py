@@ -75,7 +75,9 @@ def onnx_session(src: bytes | str | os.PathLike, threads: int = 2):
             f"{name}: not a loadable ONNX model "
             f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"
         ) from None
-    return sess, read_metadata(sess.get_modelmeta().custom_metadata_map, name)
+    meta = read_metadata(sess.get_modelmeta().custom_metadata_map, name)
+    check_shapes(sess, meta, name)
+    return sess, meta
 
 
 def read_metadata(raw: dict[str, str], name: str = "ONNX model") -> dict:
@@ -85,18 +87,44 @@ def read_metadata(raw: dict[str, str], name: str = "ONNX model") -> dict:
         FerkitError: the ``ferkit.labels`` / ``ferkit.input_config`` keys are
             missing or not valid JSON.
     """
+    from ferkit.models.input_config import InputConfig
+
     if META_PREFIX + "labels" not in raw or META_PREFIX + "input_config" not in raw:
         raise FerkitError(f"{name}: ONNX file without ferkit metadata (export it with 'ferkit export')")
     try:
-        return {
+        meta = {
             "labels": list(json.loads(raw[META_PREFIX + "labels"])),
             "input_config": dict(json.loads(raw[META_PREFIX + "input_config"])),
             "model": raw.get(META_PREFIX + "model", "model"),
             "version": raw.get(META_PREFIX + "version", ""),
             "meta": dict(json.loads(raw.get(META_PREFIX + "meta") or "{}")),
         }
-    except (ValueError, TypeError) as e:
-        raise FerkitError(f"{name}: unreadable ferkit metadata ({e})") from None
+        # Parse once here so a bad value is this one-line error, not a crash later.
+        InputConfig.from_dict(meta["input_config"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise FerkitError(f"{name}: unreadable ferkit metadata ({type(e).__name__}: {e})") from None
+    if not meta["labels"] or not all(isinstance(x, str) and x for x in meta["labels"]):
+        raise FerkitError(f"{name}: ferkit.labels must be a non-empty list of names")
+    return meta
+
+
+def check_shapes(sess, meta: dict, name: str = "ONNX model") -> None:
+    """The graph's input (B, C, S, S) and output (B, K) must match the metadata.
+
+    Raises:
+        FerkitError: another input layout, or K != number of labels (a file whose
+            metadata was edited or copied from another model).
+    """
+    from ferkit.models.input_config import InputConfig
+
+    cfg = InputConfig.from_dict(meta["input_config"])
+    inp, out = sess.get_inputs()[0].shape, sess.get_outputs()[0].shape
+    want = [cfg.channels, cfg.size, cfg.size]
+    if len(inp) != 4 or any(isinstance(d, int) and d != w for d, w in zip(inp[1:], want)):
+        raise FerkitError(f"{name}: graph input {inp} does not match its input config (B, {', '.join(map(str, want))})")
+    k = out[-1] if out else None
+    if len(out) != 2 or (isinstance(k, int) and k != len(meta["labels"])):
+        raise FerkitError(f"{name}: graph output {out} does not match its {len(meta['labels'])} labels")
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
