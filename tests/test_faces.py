@@ -240,3 +240,22 @@ def test_mtcnn_without_its_package_is_one_line_with_the_install_hint(monkeypatch
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(FerkitError, match=r"pip install 'ferkit\[mtcnn\]'"):
         faces.MtcnnDetector()
+
+
+def test_detectors_written_before_min_face_still_work(tmp_path):
+    from test_recognizer import make_slim
+
+    from ferkit.inference.recognizer import Recognizer
+
+    class OldStyle(faces.FaceDetector):  # _detect(image): no min_face argument
+        def _detect(self, image):
+            return [(1, 1, 8, 8)]
+
+    class OldDetect(faces.FaceDetector):  # detect(image) overridden
+        def detect(self, image):
+            return [(0, 0, 5, 5)]
+
+    img = np.zeros((20, 20, 3), np.uint8)
+    assert OldStyle().detect(img, 40) == [(1, 1, 8, 8)]
+    rec = Recognizer.from_pretrained(make_slim(tmp_path / "m.pt"), detector=OldDetect())
+    assert [f.box for f in rec.predict(img)] == [(0, 0, 5, 5)]

@@ -35,6 +35,8 @@ Thread safety: every detector may be shared by many threads (see
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -107,6 +109,15 @@ class FaceDetector:
             raise FerkitError(f"max_side must be >= 1 and min_face >= 0, got {max_side}, {min_face}")
         self._tls = threading.local()
         self._lock = threading.Lock()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Detectors written before min_face existed define detect(image) / _detect(image):
+        # adapt them, so callers may always pass min_face (they ignore it, as before).
+        for attr in ("detect", "_detect"):
+            fn = cls.__dict__.get(attr)
+            if fn is not None and len(inspect.signature(fn).parameters) == 2:
+                setattr(cls, attr, _ignore_min_face(fn))
 
     def _build(self):
         """This thread's native objects (cascades, networks); None when there are none."""
@@ -533,6 +544,14 @@ def merge_boxes(boxes: Sequence[Box], overlap: float = 0.5) -> list[Box]:
         if ok:
             kept.append(b)
     return kept
+
+
+def _ignore_min_face(fn):
+    @functools.wraps(fn)
+    def call(self, image, min_face=None):
+        return fn(self, image)
+
+    return call
 
 
 def _resize(image: np.ndarray, scale: float) -> np.ndarray:
