@@ -15,7 +15,7 @@ from ferkit.data.dataset import build_dataset
 from ferkit.data.transforms import BatchAugment, make_augment, prepare_batch
 from ferkit.errors import FerkitError
 from ferkit.evaluation.ensemble import CropTTA, Ensemble, make_tta
-from ferkit.evaluation.metrics import classification_report, predict_logits
+from ferkit.evaluation.metrics import classification_report, predict_log_probs
 from ferkit.inference.recognizer import Recognizer, onnx_available
 from ferkit.labels import FER7
 from ferkit.models import InputConfig, create_model
@@ -182,7 +182,7 @@ def test_evaluate_cli_ten_crop(tmp_path, tiny_tree, capsys):
 
     plain, ten = run(), run("--tta", "ten-crop")
     assert ten["tta"] == {"mode": "ten-crop"} and ten["loss"] != plain["loss"]
-    want, _ = predict_logits(m, ds, progress=False, tta=CropTTA("ten-crop"))
+    want, _ = predict_log_probs(m, ds, progress=False, tta=CropTTA("ten-crop"))
     ref = classification_report(want, torch.as_tensor(ds.targets), list(FER7))
     assert ten["loss"] == pytest.approx(ref["loss"], abs=1e-5)
     # the ensemble path (two files) takes the same option

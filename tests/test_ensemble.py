@@ -13,9 +13,9 @@ import torch
 
 from ferkit.data.dataset import build_dataset
 from ferkit.errors import FerkitError
-from ferkit.evaluation.ablation import misclassification_table
+from ferkit.evaluation.compare import misclassification_table
 from ferkit.evaluation.ensemble import Ensemble, is_ensemble_file, load_ensemble, make_tta
-from ferkit.evaluation.metrics import classification_report, predict_logits
+from ferkit.evaluation.metrics import classification_report, predict_log_probs
 from ferkit.labels import FER7
 from ferkit.models.checkpoint import load_checkpoint, save_slim
 from ferkit.models.registry import create_model
@@ -67,17 +67,17 @@ def test_ensemble_of_different_sizes_is_weighted_mean():
         Ensemble([a, b], FER7, weights=[1])
 
 
-def test_ensemble_predict_logits_matches_metrics_api(tiny_tree):
+def test_ensemble_predict_log_probs_matches_metrics_api(tiny_tree):
     a, b = _members()
     ens = Ensemble([a, b], FER7, specs=_specs())
     ds = build_dataset(tiny_tree, "test", a.input_config, progress=False)
-    logp, y = ens.predict_logits(ds, batch_size=16, progress=False)
+    logp, y = ens.predict_log_probs(ds, batch_size=16, progress=False)
     assert logp.shape == (len(ds), 7) and torch.equal(y, torch.as_tensor(ds.targets))
     assert torch.allclose(logp.exp().sum(1), torch.ones(len(ds)), atol=1e-5)
-    # The ensemble is a model too: the generic predict_logits gives the same numbers.
-    logp2, _ = predict_logits(ens, ds, batch_size=16, progress=False)
+    # The ensemble is a model too: the generic predict_log_probs gives the same numbers.
+    logp2, _ = predict_log_probs(ens, ds, batch_size=16, progress=False)
     torch.testing.assert_close(logp2, logp, atol=1e-5, rtol=1e-4)
-    logp_t, _ = ens.predict_logits(ds, batch_size=16, progress=False, tta_copies=2)
+    logp_t, _ = ens.predict_log_probs(ds, batch_size=16, progress=False, tta_copies=2)
     assert logp_t.shape == logp.shape and not torch.allclose(logp_t, logp)
 
 
@@ -87,12 +87,12 @@ def test_ensemble_tta_equals_member_tta(tiny_tree):
     ensemble + TTA row of docs/transfer.md)."""
     a, b = _members()
     ds = build_dataset(tiny_tree, "test", a.input_config, progress=False)
-    single, _ = predict_logits(a, ds, batch_size=16, progress=False, tta=make_tta(3))
-    twice, _ = Ensemble([a, a], FER7).predict_logits(ds, batch_size=16, progress=False, tta_copies=3)
+    single, _ = predict_log_probs(a, ds, batch_size=16, progress=False, tta=make_tta(3))
+    twice, _ = Ensemble([a, a], FER7).predict_log_probs(ds, batch_size=16, progress=False, tta_copies=3)
     torch.testing.assert_close(twice, single, atol=1e-5, rtol=1e-4)
     # Two different members: the mean of their own TTA probabilities.
-    pb, _ = predict_logits(b, ds, batch_size=16, progress=False, tta=make_tta(3))
-    both, _ = Ensemble([a, b], FER7, specs=_specs()).predict_logits(
+    pb, _ = predict_log_probs(b, ds, batch_size=16, progress=False, tta=make_tta(3))
+    both, _ = Ensemble([a, b], FER7, specs=_specs()).predict_log_probs(
         ds, batch_size=16, progress=False, tta_copies=3
     )
     torch.testing.assert_close(both.exp(), (single.exp() + pb.exp()) / 2, atol=1e-5, rtol=1e-4)
@@ -252,7 +252,7 @@ def test_evaluate_tta_mirror_only_and_preset(tmp_path, tiny_tree, capsys):
 
     plain, mirror = run(), run("--tta", "0")
     assert plain["tta"] is None and mirror["tta"] == {"copies": 0, "preset": "boulis"}
-    want, _ = predict_logits(a, ds, batch_size=256, progress=False, tta=make_tta(0))
+    want, _ = predict_log_probs(a, ds, batch_size=256, progress=False, tta=make_tta(0))
     ref = classification_report(want, torch.as_tensor(ds.targets), list(FER7))
     assert mirror["loss"] == pytest.approx(ref["loss"], abs=1e-5) and mirror["loss"] != plain["loss"]
     light = run("--tta", "2", "--tta-preset", "light")

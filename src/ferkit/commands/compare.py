@@ -48,7 +48,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ferkit.evaluation.ablation import compare
+    from ferkit.evaluation.compare import compare
     from ferkit.evaluation.evaluate import resolve_device
 
     res = compare(

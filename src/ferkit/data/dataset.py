@@ -189,8 +189,8 @@ def build_dataset(root, split, input_config, labels=FER7, dataset=None, *, val_f
     """Index + decode one split for a model's input config (convenience for CLI and tests)."""
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        idx = load_index(root, split, dataset, val_fraction=val_fraction, seed=seed, **source_options)
-    for note in idx.notes:
+        index = load_index(root, split, dataset, val_fraction=val_fraction, seed=seed, **source_options)
+    for note in index.notes:
         warnings.warn(note, stacklevel=2)
-    return FerDataset(idx, input_config.frame, input_config.channels, labels, strict=strict,
+    return FerDataset(index, input_config.frame, input_config.channels, labels, strict=strict,
                       use_cache=use_cache, progress=progress)

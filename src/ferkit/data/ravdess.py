@@ -318,7 +318,7 @@ def index_ravdess(
         "actors": sorted(actors) if actors is not None else None,
     }
     fingerprint = file_fingerprint(used, extra=json.dumps(opts, sort_keys=True))
-    idx = Index(
+    index = Index(
         source="ravdess",
         root=str(root),
         split=split,
@@ -337,25 +337,25 @@ def index_ravdess(
             UserWarning,
             stacklevel=3,
         )
-        idx = _random_frame_split(idx, split, random_split, split_seed)
-    if not len(idx):
+        index = _random_frame_split(index, split, random_split, split_seed)
+    if not len(index):
         raise DataError(
             f"{root} [{split}]: no RAVDESS frames match (modalities {sorted(mods)}, vocal channels "
             f"{sorted(chans)}, classes {classes}, actors {opts['actors']})"
         )
-    return idx
+    return index
 
 
-def _random_frame_split(idx: Index, split: str, fractions, seed: int) -> Index:
+def _random_frame_split(index: Index, split: str, fractions, seed: int) -> Index:
     val_f, test_f = (float(f) for f in fractions)
     if not (0 < val_f < 1 and 0 < test_f < 1 and val_f + test_f < 1):
         raise FerkitError(
             f"ravdess: random_split fractions must be in (0, 1) and sum below 1 (got {fractions})"
         )
-    rest, test = stratified_split(idx.labels, test_f, seed)
-    tr, va = stratified_split([idx.labels[i] for i in rest], val_f / (1 - test_f), seed)
+    rest, test = stratified_split(index.labels, test_f, seed)
+    tr, va = stratified_split([index.labels[i] for i in rest], val_f / (1 - test_f), seed)
     pick = {"test": test, "val": [rest[i] for i in va], "train": [rest[i] for i in tr]}[split]
-    return idx.subset(sorted(pick), split=split)
+    return index.subset(sorted(pick), split=split)
 
 
 def video_ids(items) -> list[str]:

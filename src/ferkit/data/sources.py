@@ -46,19 +46,20 @@ class Index:
     def __len__(self) -> int:
         return len(self.items)
 
-    def subset(self, idx, split: str | None = None) -> Index:
-        idx = list(idx)
+    def subset(self, positions, split: str | None = None) -> Index:
+        """A new Index of the items at ``positions`` (ints, in that order), renamed to ``split``."""
+        positions = list(positions)
         return Index(
             source=self.source,
             root=self.root,
             split=split or self.split,
-            items=[self.items[i] for i in idx],
-            labels=[self.labels[i] for i in idx],
+            items=[self.items[i] for i in positions],
+            labels=[self.labels[i] for i in positions],
             loader=self.loader,
             fingerprint=hashlib.sha1(
-                (self.fingerprint + str(split) + ",".join(map(str, idx))).encode()
+                (self.fingerprint + str(split) + ",".join(map(str, positions))).encode()
             ).hexdigest(),
-            groups=[self.groups[i] for i in idx] if self.groups is not None else None,
+            groups=[self.groups[i] for i in positions] if self.groups is not None else None,
             skipped=dict(self.skipped),
             notes=list(self.notes),
             native_size=self.native_size,

@@ -9,7 +9,7 @@
   differ in architecture, input size and channels: each turns the shared [0, 1]
   batch into its own input with ``prepare_batch`` and its own ``input_config``.
   An ``Ensemble`` is itself a model: ``forward`` takes a [0, 1] batch and
-  returns log-probabilities, so ``predict_logits``, TTA and the CLI use it as is.
+  returns log-probabilities, so ``predict_log_probs``, TTA and the CLI use it as is.
 * :meth:`Ensemble.save` / :func:`load_ensemble` -- one file holding every
   member's spec and weights (``ferkit ensemble`` writes it, ``ferkit evaluate
   ENSEMBLE.pt`` reads it).
@@ -106,7 +106,7 @@ class CropTTA:
 
 
 def make_tta(k: int | str, preset: str = "boulis", seed: int = 0) -> TTA | CropTTA:
-    """TTA callable for ``predict_logits(tta=...)``.
+    """TTA callable for ``predict_log_probs(tta=...)``.
 
     ``k``: a number of augmented copies on top of the original and its flip
     (:class:`TTA`), or a crop mode name, "ten-crop" or "mirror" (:class:`CropTTA`).
@@ -177,7 +177,7 @@ class Ensemble(nn.Module):
         return torch.log(self.predict_proba(x01).clamp_min(1e-12))
 
     @torch.inference_mode()
-    def predict_logits(
+    def predict_log_probs(
         self,
         dataset,
         batch_size: int = 256,
@@ -188,7 +188,7 @@ class Ensemble(nn.Module):
         tta_preset: str = "boulis",
         tta_flip_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Like :func:`ferkit.evaluation.metrics.predict_logits`: (log-probs (N, K), targets (N,)).
+        """Like :func:`ferkit.evaluation.metrics.predict_log_probs`: (log-probs (N, K), targets (N,)).
 
         ``tta_copies`` > 0 applies flip + that many ``tta_preset`` copies to every member,
         "ten-crop" each member's ten crops (:class:`CropTTA`); 0 or ``None`` means no TTA,

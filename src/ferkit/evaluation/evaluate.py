@@ -10,7 +10,7 @@ import torch
 from ferkit.data.dataset import FerDataset, load_index
 from ferkit.errors import FerkitError
 from ferkit.evaluation.ensemble import Ensemble, make_tta
-from ferkit.evaluation.metrics import classification_report, predict_logits
+from ferkit.evaluation.metrics import classification_report, predict_log_probs
 from ferkit.models.checkpoint import load_model_any
 
 
@@ -37,11 +37,11 @@ def evaluate_checkpoints(args) -> dict:
     if single:
         model, spec = loaded[0]
         tta = _tta(args)
-        logp, y = predict_logits(model, ds, args.batch_size, device, tta=tta, progress=not args.no_progress,
+        logp, y = predict_log_probs(model, ds, args.batch_size, device, tta=tta, progress=not args.no_progress,
                                  input_transform=_distortion(args))
     else:
         ens = Ensemble.from_loaded(loaded) if len(loaded) > 1 else loaded[0][0]
-        logp, y = ens.predict_logits(ds, args.batch_size, device, tta_copies=tta_k or 0,
+        logp, y = ens.predict_log_probs(ds, args.batch_size, device, tta_copies=tta_k or 0,
                                      progress=not args.no_progress, input_transform=_distortion(args),
                                      tta_preset=getattr(args, "tta_preset", "boulis"),
                                      tta_flip_only=tta_k == 0)
@@ -75,10 +75,10 @@ def _split_dataset(args, labels, size: int, channels: int):
         return run_split(recipe, args.data, args.split, labels=labels, size=size, channels=channels,
                          progress=not args.no_progress, strict=args.strict)
     val_fraction = args.val_fraction if args.val_fraction is not None else 0.1
-    idx = load_index(args.data, args.split, args.dataset, val_fraction=val_fraction, seed=0)
-    for note in idx.notes:
+    index = load_index(args.data, args.split, args.dataset, val_fraction=val_fraction, seed=0)
+    for note in index.notes:
         warnings.warn(note, stacklevel=2)
-    return FerDataset(idx, size, channels, labels, strict=args.strict, progress=not args.no_progress)
+    return FerDataset(index, size, channels, labels, strict=args.strict, progress=not args.no_progress)
 
 
 def _tta(args):

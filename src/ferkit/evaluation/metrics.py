@@ -17,7 +17,7 @@ from ferkit.data.transforms import prepare_batch
 
 
 @torch.inference_mode()
-def predict_logits(model, dataset, batch_size: int = 256, device="cpu", tta=None, progress=True,
+def predict_log_probs(model, dataset, batch_size: int = 256, device="cpu", tta=None, progress=True,
                    input_transform=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` over ``dataset``; returns (log-probabilities (N, K), targets (N,)).
 
@@ -43,6 +43,14 @@ def predict_logits(model, dataset, batch_size: int = 256, device="cpu", tta=None
     return torch.cat(outs), torch.cat(targets)
 
 
+def predict_logits(*args, **kwargs):
+    """Deprecated name of :func:`predict_log_probs` (it never returned raw logits)."""
+    import warnings
+
+    warnings.warn("predict_logits is renamed predict_log_probs", DeprecationWarning, stacklevel=2)
+    return predict_log_probs(*args, **kwargs)
+
+
 def classification_report(logp: torch.Tensor, targets: torch.Tensor, labels: list[str]) -> dict:
     """Accuracy, loss, macro-F1, per-class accuracy / misclassification, confusion matrix."""
     k = len(labels)
@@ -61,7 +69,7 @@ def classification_report(logp: torch.Tensor, targets: torch.Tensor, labels: lis
             "precision": float(correct[i] / conf[:, i].sum()) if conf[:, i].sum() > 0 else None,
         }
     return {
-        "n": int(len(targets)),
+        "n": len(targets),
         "accuracy": float(multiclass_accuracy(preds, targets, num_classes=k, average="micro")),
         "loss": float(F.nll_loss(logp, targets)),
         "macro_f1": float(multiclass_f1_score(preds, targets, num_classes=k, average="macro")),
@@ -82,6 +90,6 @@ def format_report(rep: dict, title: str = "") -> str:
     )
     lines.append(f"{'class':<10} {'n':>6} {'acc':>7} {'miscl.':>7} {'prec.':>7}")
     for name, v in rep["per_class"].items():
-        f = lambda x: f"{x:7.3f}" if x is not None else "      -"  # noqa: E731
+        f = lambda x: f"{x:7.3f}" if x is not None else "      -"
         lines.append(f"{name:<10} {v['n']:>6} {f(v['accuracy'])} {f(v['misclassification'])} {f(v['precision'])}")
     return "\n".join(lines)

@@ -8,13 +8,19 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def plot_curves(metrics_csv, out_png) -> bool:
-    """Loss and accuracy per epoch (train vs val) from Lightning's metrics.csv."""
-    rows = list(csv.DictReader(open(metrics_csv)))
+    """Loss and accuracy per epoch (train vs val) from Lightning's metrics.csv; False if it has no epochs.
+
+    Args:
+        metrics_csv: Lightning CSVLogger file (columns ``epoch``, ``train_loss``, ``val_acc``...).
+        out_png: the figure to write (one panel per logged metric: loss, and accuracy if any).
+    """
+    with open(metrics_csv, newline="") as f:  # closed at once: a leaked handle warns (ResourceWarning)
+        rows = list(csv.DictReader(f))
     by_epoch: dict[int, dict] = {}
     for r in rows:
         if r.get("epoch", "") == "":
@@ -47,7 +53,12 @@ def plot_curves(metrics_csv, out_png) -> bool:
 
 
 def plot_confusion(confusion, labels, out_png, title: str = "") -> None:
-    """Row-normalised confusion matrix with counts."""
+    """Row-normalised confusion matrix with counts.
+
+    Args:
+        confusion: (K, K) counts, rows = true class, columns = predicted.
+        labels: the K class names. out_png: destination. title: figure title.
+    """
     cm = np.asarray(confusion, dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
@@ -69,7 +80,7 @@ def plot_confusion(confusion, labels, out_png, title: str = "") -> None:
 
 
 def plot_per_class(per_class: dict, out_png, title: str = "") -> None:
-    """Per-emotion accuracy bar chart."""
+    """Per-emotion accuracy bar chart (``per_class[name]["accuracy"]`` in [0, 1]; None drawn as 0)."""
     names = list(per_class)
     accs = [per_class[n]["accuracy"] or 0.0 for n in names]
     fig, ax = plt.subplots(figsize=(7, 3.5))

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ferkit.data.dataset import FerDataset, load_index
 from ferkit.data.distortions import DISTORTIONS, SEVERITIES, parse_distortion
 from ferkit.errors import FerkitError
-from ferkit.evaluation.metrics import predict_logits
+from ferkit.evaluation.metrics import predict_log_probs
 from ferkit.models.checkpoint import load_checkpoint
 from ferkit.models.registry import model_task
 
@@ -36,20 +36,20 @@ def _limit(ds, limit: int | None):
     """Evenly spaced items (class folders are indexed in order, so classes stay mixed)."""
     if not limit or limit >= len(ds):
         return ds
-    idx = np.linspace(0, len(ds) - 1, int(limit)).round().astype(int)
-    return Subset(ds, sorted(set(idx.tolist())))
+    positions = np.linspace(0, len(ds) - 1, int(limit)).round().astype(int)
+    return Subset(ds, sorted(set(positions.tolist())))
 
 
 def load_split(data, split: str, input_config, labels, dataset=None, val_fraction=0.2, seed=0, limit=None,
                progress=True):
     """Index + decode one split once; returns (dataset, skipped-items message or None)."""
-    idx = load_index(data, split, dataset, val_fraction=val_fraction, seed=seed)
-    ds = FerDataset(idx, input_config.frame, input_config.channels, labels, progress=progress)
+    index = load_index(data, split, dataset, val_fraction=val_fraction, seed=seed)
+    ds = FerDataset(index, input_config.frame, input_config.channels, labels, progress=progress)
     return _limit(ds, limit), ds.report_skipped()
 
 
 def _accuracy(model, ds, batch_size, device, transform=None) -> float:
-    logp, y = predict_logits(model, ds, batch_size, device, progress=False, input_transform=transform)
+    logp, y = predict_log_probs(model, ds, batch_size, device, progress=False, input_transform=transform)
     return float((logp.argmax(1) == y).float().mean())
 
 

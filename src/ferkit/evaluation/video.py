@@ -52,7 +52,7 @@ def video_level_report(
     """Frame- and video-level classification reports.
 
     Args:
-        logp: frame log-probabilities (N, K), e.g. from ``predict_logits``.
+        logp: frame log-probabilities (N, K), e.g. from ``predict_log_probs``.
         targets: frame targets (N,).
         video_ids: the video of each frame (``ferkit.data.ravdess.video_ids(dataset.items)``).
         labels: class names.

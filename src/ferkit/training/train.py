@@ -317,7 +317,7 @@ def _init_from(module: FerLitModule, path: str) -> None:
 def finish_run(run_dir: Path, val_ds: FerDataset, labels, wall: float, epochs: int, accelerator: str,
                progress: bool = True, device="cpu", extra: dict | None = None) -> dict:
     """Curves, validation report of best.ckpt (computed on ``device``, the training device), summary.json."""
-    from ferkit.evaluation.metrics import classification_report, predict_logits
+    from ferkit.evaluation.metrics import classification_report, predict_log_probs
     from ferkit.evaluation.plots import plot_confusion, plot_curves
     from ferkit.models.checkpoint import load_checkpoint
     from ferkit.models.registry import model_task
@@ -330,7 +330,7 @@ def finish_run(run_dir: Path, val_ds: FerDataset, labels, wall: float, epochs: i
     if best.exists():
         model, spec = load_checkpoint(best)
         if model_task(spec["model"]) == "classify":
-            logp, y = predict_logits(model, val_ds, device=device, progress=progress)
+            logp, y = predict_log_probs(model, val_ds, device=device, progress=progress)
             rep = classification_report(logp, y, labels)
             plot_confusion(rep["confusion"], labels, run_dir / "confusion_val.png", "validation (best.ckpt)")
             summary["val"] = {k: rep[k] for k in ("n", "accuracy", "loss", "macro_f1", "per_class")}

@@ -17,7 +17,7 @@ import yaml
 
 from ferkit.data.dataset import FerDataset, load_index
 from ferkit.errors import FerkitError
-from ferkit.evaluation.metrics import classification_report, predict_logits
+from ferkit.evaluation.metrics import classification_report, predict_log_probs
 
 
 def run_config(ckpt) -> dict:
@@ -72,7 +72,7 @@ def evaluate_model(
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # notes/warnings of indexing were shown when training
-        idx = load_index(
+        index = load_index(
             data,
             split,
             dataset or cfg_recipe.get("dataset"),
@@ -81,11 +81,11 @@ def evaluate_model(
             **opts,
         )
     cfg = spec["input_config"]
-    ds = FerDataset(idx, cfg.frame, cfg.channels, spec["labels"], progress=progress)
+    ds = FerDataset(index, cfg.frame, cfg.channels, spec["labels"], progress=progress)
     if isinstance(model, Ensemble):
-        logp, y = model.predict_logits(ds, batch_size, device, tta_copies=tta, progress=progress)
+        logp, y = model.predict_log_probs(ds, batch_size, device, tta_copies=tta, progress=progress)
     else:
-        logp, y = predict_logits(
+        logp, y = predict_log_probs(
             model, ds, batch_size, device, tta=make_tta(tta) if tta else None, progress=progress
         )
     rep = classification_report(logp, y, spec["labels"])
