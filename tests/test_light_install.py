@@ -150,7 +150,7 @@ def test_service_page_and_api_without_torch(light_env):
         ["export", "default"],
         ["export", "--shipped"],
         ["predict", "--demo", "--backend", "torch"],
-        ["predict", "--demo", "--model", "src/ferkit/weights/default.pt"],
+        ["predict", "--demo", "--model", str(REPO / "src" / "ferkit" / "weights" / "default.pt")],
     ],
     ids=lambda a: "-".join(a[:2]),
 )

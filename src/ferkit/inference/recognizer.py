@@ -190,7 +190,7 @@ class Recognizer:
             FerkitError: missing or unreadable model, unknown backend/detector/tta, or a
                 PyTorch checkpoint / backend / GPU without PyTorch installed.
         """
-        from ferkit.inference.pretrained import model_version, resolve_pretrained
+        from ferkit.inference.pretrained import PRETRAINED, model_version, resolve_pretrained
         from ferkit.models.input_config import InputConfig
 
         backend = backend.lower()
@@ -220,7 +220,9 @@ class Recognizer:
                 min_face=min_face,
                 tta=tta,
             )
-        if backend == "torch" and wants_torch and os.fspath(name_or_path) != os.fspath(path):
+        # Only PyTorch reads a .pt/.ckpt. For a shipped model the user asked for torch
+        # (backend or GPU device), for a file the file needs it: say which, in one line.
+        if os.fspath(name_or_path) in PRETRAINED:
             _require_torch("the torch backend" if _pick_device(device) == "cpu" else f"device {device!r}")
         _require_torch(f"{path}: loading a PyTorch checkpoint")
         from ferkit.models.checkpoint import load_checkpoint
