@@ -144,3 +144,27 @@ def test_check_classes_rules():
         msgs = check_classes([0, 1, 1, 0], [1], ["a", "b"], where="D")
     assert msgs == ["D: too few faces to validate a (training faces: a 2); validation accuracy leaves them out",
                     "D: the validation split holds one class only (b); its accuracy says nothing about the others"]
+
+
+def test_quoted_header_is_detected_as_fer2013(tmp_path):
+    p = write_fer_csv(tmp_path / "q.csv", n_per_split=7)
+    lines = p.read_text().splitlines()
+    lines[0] = '"emotion","pixels","Usage"'
+    p.write_text("\n".join(lines) + "\n")
+    assert len(load_index(p, "train", val_fraction=0)) == 7  # was detected as nothing: "not a dataset"
+
+
+@pytest.mark.parametrize("field,value,msg", [
+    ("init_checkpoint", "{bad}", "not a readable checkpoint"),
+    ("freeze", "{{freeze_until: nowhere}}", "freeze: module 'nowhere'"),
+])
+def test_bad_init_checkpoint_or_freeze_leaves_no_run_folder(tmp_path, capsys, field, value, msg):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    data = write_class_tree(tmp_path / "d", n=3)
+    argv = ["train", "boulis-baseline", "--data", str(data), "--out", str(tmp_path / "runs"),
+            "--set", f"{field}={value.format(bad=bad)}", *FAST]
+    assert main(argv) == 2
+    err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith("ferkit: warning:")]
+    assert len(err) == 1 and msg in err[0], err
+    assert not (tmp_path / "runs").exists()

@@ -131,7 +131,9 @@ def _is_fer_csv(p: Path) -> bool:
         return False
     try:
         with open(p, encoding="utf-8-sig") as f:
-            header = {h.strip().lower() for h in f.readline().split(",")}
+            first = f.readline()
+        # parsed as CSV: a header written with quotes ("emotion","pixels","Usage") is FER2013 too
+        header = {h.strip().lower() for h in _parse_line(first) or first.split(",")}
     except (OSError, UnicodeDecodeError):
         return False
     return {"emotion", "pixels"} <= header

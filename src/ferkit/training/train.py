@@ -225,8 +225,16 @@ def train(
         for msg in check_classes(dm.train.targets, dm.val.targets, labels, where=str(data)):
             warnings.warn(msg, stacklevel=2)
     module = build_module(recipe, labels, dm.train.targets)
+    if recipe.init_checkpoint:
+        _init_from(module, recipe.init_checkpoint)
+    freeze_cb = None
+    if recipe.freeze:
+        from ferkit.training.freezing import apply_freeze
+
+        freeze_cb = apply_freeze(module.model, recipe.freeze)  # a callback for progressive unfreezing
     # The run directory is made only once the data and the model are built: a wrong path,
-    # an empty folder or bad model_kwargs leave nothing behind.
+    # an empty folder, bad model_kwargs, an unreadable init_checkpoint or a freeze policy
+    # naming no module leave nothing behind.
     if run_dir is None:
         run_dir = _new_run_dir(Path(out), recipe.name)
     if not _is_ddp_child():
@@ -241,13 +249,6 @@ def train(
     if devices > 1 and not _is_ddp_child():
         os.environ[_RUN_DIR_ENV] = str(run_dir)  # read by the DDP processes Lightning launches
 
-    if recipe.init_checkpoint:
-        _init_from(module, recipe.init_checkpoint)
-    freeze_cb = None
-    if recipe.freeze:
-        from ferkit.training.freezing import apply_freeze
-
-        freeze_cb = apply_freeze(module.model, recipe.freeze)  # a callback for progressive unfreezing
 
     monitor = "val_loss"
     best_cb, last_cb = checkpoint_callbacks(run_dir, monitor)
