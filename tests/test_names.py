@@ -64,3 +64,13 @@ def test_export_of_the_shipped_model_is_named_after_it(shipped, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     out = export_model(shipped, "torch")
     assert out["path"] == "default.pt" and (tmp_path / "default.pt").is_file()  # was ferkit-default.pt
+
+
+def test_models_lists_the_shipped_models_by_the_names_it_reports(shipped, capsys):
+    from ferkit.inference.recognizer import Recognizer
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    version = Recognizer.from_pretrained(shipped).version
+    assert "shipped models (--model NAME):" in out  # users could not discover 'default' before
+    assert f"  default                architecture=boulis-baseline    version={version}" in out

@@ -8,8 +8,9 @@ def add_parser(sub):
                        description="List the named training recipes shipped with ferkit.")
     p.add_argument("name", nargs="?", help="show one recipe in full (YAML)")
     p.set_defaults(func=run_recipes)
-    p = sub.add_parser("models", help="list registered models and their input configs",
-                       description="List registered model architectures with input size, channels and "
+    p = sub.add_parser("models", help="list shipped models and registered architectures",
+                       description="List the models shipped with ferkit (the names --model takes), "
+                       "then the registered model architectures with input size, channels and "
                        "parameter count.")
     p.add_argument("--params", action="store_true", help="also count parameters (builds each model)")
     p.set_defaults(func=run_models)
@@ -35,6 +36,12 @@ def run_recipes(args) -> int:
 def run_models(args) -> int:
     from ferkit.models import create_model, get_entry, list_models
 
+    shipped = _shipped_models()
+    if shipped:
+        print("shipped models (--model NAME):")
+        for name, arch, version in shipped:
+            print(f"  {name:<22} architecture={arch:<18} version={version}")
+        print("architectures (ferkit train RECIPE; recipes name one):")
     for name in list_models():
         e = get_entry(name)
         c = e.input_config
@@ -45,6 +52,23 @@ def run_models(args) -> int:
         crop = f" (crops of {c.crop_from})" if c.crop_from else ""
         print(f"{name:<24} input={c.size}x{c.size}x{c.channels}{crop}{extra}  {e.description}")
     return 0
+
+
+def _shipped_models() -> list[tuple[str, str, str]]:
+    """(name, architecture, version) of each installed shipped model, read from its .onnx
+    metadata (no PyTorch needed), with the same names the Recognizer and the service report."""
+    from ferkit.inference.onnx_runtime import onnx_session, onnxruntime_available
+    from ferkit.inference.pretrained import list_pretrained, shipped_path
+
+    out = []
+    for name in list_pretrained():
+        path = shipped_path(name, "onnx")
+        if not (path.is_file() and onnxruntime_available()):
+            out.append((name, "?", "? (no .onnx or onnxruntime)"))
+            continue
+        _, meta = onnx_session(path, threads=1)
+        out.append((name, meta["model"], meta["version"] or meta["model"]))
+    return out
 
 
 def run_datasets(args) -> int:
