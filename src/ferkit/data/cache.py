@@ -8,7 +8,7 @@ Invalidation: the key hashes the index fingerprint -- every file's path, size
 and modification time (the CSV's for FER2013-CSV) -- with the decode size,
 channel count and cache format version. Editing, adding or removing a file
 changes the key, so a stale cache is never read; old entries are simply left
-behind (delete the folder's files freely).
+behind: ``ferkit cache`` lists them, ``ferkit cache --clear`` deletes them.
 
 Damage: the ``.json`` also records the array's shape, dtype and CRC-32. An
 entry whose bytes changed in place (same size, so no fingerprint notices), whose
@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import warnings
 import zlib
 from collections import Counter
@@ -39,10 +40,12 @@ CACHE_VERSION = 2  # 2: shape, dtype and CRC-32 in the .json
 
 
 def cache_dir() -> Path:
+    """The decode cache folder: ``$FERKIT_CACHE``, else ``~/.cache/ferkit`` (may not exist yet)."""
     return Path(os.environ.get("FERKIT_CACHE", Path.home() / ".cache" / "ferkit"))
 
 
 def cache_key(index: Index, size: int, channels: int) -> str:
+    """24 hex digits naming the entry of ``index`` decoded at ``size`` px and ``channels``."""
     h = hashlib.sha1(f"{CACHE_VERSION}|{index.fingerprint}|{size}|{channels}".encode())
     return h.hexdigest()[:24]
 
@@ -137,3 +140,68 @@ def _write_entry(npy: Path, meta_path: Path, images: np.ndarray, meta: dict) -> 
         os.replace(tmp, meta_path)
     except OSError as e:
         warnings.warn(f"decode cache not written ({npy.parent}: {e})", stacklevel=3)
+
+
+# Entry files are <24 hex>.npy / .json, plus <name>.<pid>.tmp left by a killed write. Only
+# these are ever listed or deleted: $FERKIT_CACHE may point at a folder holding other files.
+_ENTRY = re.compile(r"^[0-9a-f]{24}\.(npy|json)$")
+_TMP = re.compile(r"^[0-9a-f]{24}\.(npy|json)\.\d+\.tmp$")
+
+
+def cache_entries() -> list[dict]:
+    """What the decode cache holds, one dict per entry, largest first.
+
+    Each dict has ``key``, ``bytes`` (both files), ``items`` (decoded faces),
+    ``shape`` ((N, S, S, C) or None), ``root`` (the dataset folder it came from, or
+    None) and ``modified`` (POSIX seconds); ``problem`` says why an entry is unusable
+    (its ``.json`` is missing or unreadable), else None. A missing folder is an empty cache.
+    """
+    d = cache_dir()
+    if not d.is_dir():
+        return []
+    by_key: dict[str, list[Path]] = {}
+    for f in d.iterdir():
+        if _ENTRY.match(f.name) and f.is_file():
+            by_key.setdefault(f.name[:24], []).append(f)
+    out = []
+    for key, files in by_key.items():
+        meta_path = d / f"{key}.json"
+        entry = {"key": key, "bytes": sum(f.stat().st_size for f in files), "items": None, "shape": None,
+                 "root": None, "modified": max(f.stat().st_mtime for f in files), "problem": None}
+        try:
+            meta = json.loads(meta_path.read_text())
+            entry.update(items=len(meta["kept"]), shape=meta.get("shape"), root=meta.get("root"))
+        except FileNotFoundError:
+            entry["problem"] = "no .json index"
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            entry["problem"] = f"unreadable .json ({type(e).__name__})"
+        if not (d / f"{key}.npy").is_file():
+            entry["problem"] = "no .npy array"
+        out.append(entry)
+    return sorted(out, key=lambda e: -e["bytes"])
+
+
+def clear_cache() -> tuple[int, int]:
+    """Delete every decode-cache entry (and half-written temporaries); returns (files, bytes) freed.
+
+    Only ferkit's own entry files are removed; other files in the folder are left alone.
+    The next training or evaluation decodes its images again.
+
+    Raises:
+        DataError: a file could not be deleted (permissions); those deleted before stay deleted.
+    """
+    d = cache_dir()
+    if not d.is_dir():
+        return 0, 0
+    n = freed = 0
+    for f in sorted(d.iterdir()):
+        if (_ENTRY.match(f.name) or _TMP.match(f.name)) and f.is_file():
+            size = f.stat().st_size
+            try:
+                f.unlink()
+            except FileNotFoundError:  # another process removed it first
+                continue
+            except OSError as e:
+                raise DataError(f"decode cache: cannot delete {f} ({e.strerror}); {n} file(s) deleted") from None
+            n, freed = n + 1, freed + size
+    return n, freed
