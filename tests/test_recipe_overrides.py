@@ -113,6 +113,7 @@ BAD_SETS = [
     ("labels=[happy]", "labels must be a list of at least 2 distinct"),
     ("in_chans=2", "in_chans must be 1 (gray) or 3 (RGB)"),
     ("model_kwargs=7", "model_kwargs must be a mapping"),
+    ("extra.width=8", "extra must be empty (no code reads it"),
     ("epochs=null", "epochs must be an integer >= 1, got None"),
     ("epochs.x=1", "epochs is not a mapping"),
     ("nonsense=1", "unknown recipe field 'nonsense'"),

@@ -65,7 +65,7 @@ class Recipe:
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU (oneDNN) and GPU
     init_checkpoint: str | None = None  # initialise the backbone from this checkpoint
     freeze: dict = field(default_factory=dict)  # freezing policy, see ferkit.training.freezing
-    extra: dict = field(default_factory=dict)  # family-specific settings
+    extra: dict = field(default_factory=dict)  # must stay empty: kept so old config.yaml files load
 
     def __post_init__(self):
         _validate(self)
