@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 
 import pytest
+
+# Trains: the train extra (PyTorch, Lightning).
+pytest.importorskip("lightning", reason="needs the train extra (PyTorch, Lightning)")
 import yaml
 from conftest import write_class_tree
 
