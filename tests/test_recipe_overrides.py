@@ -261,3 +261,21 @@ def test_broken_yaml_is_one_line_with_its_position(tmp_path, capsys):
     f.write_text("name: mine\nmodel: [boulis-baseline\nepochs: 3\n")
     assert main(["train", str(f), "--data", str(tmp_path), *FAST]) == 2
     assert "not valid YAML (expected ',' or ']'" in _one_error_line(capsys)
+
+
+def test_evaluating_a_run_on_another_layout_drops_the_runs_source_options(tmp_path):
+    """A KDEF run's source options (face_crop, angles) would be refused by the folder layout."""
+    import argparse
+
+    from ferkit.evaluation.evaluate import _split_dataset
+    from ferkit.labels import FER7
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rec = {**load_recipe("boulis-baseline").to_dict(), "dataset": "kdef",
+           "source_options": {"face_crop": False, "angles": ["S"]}}
+    (run / "config.yaml").write_text(yaml.safe_dump({"recipe": rec, "data": "/elsewhere"}))
+    data = write_class_tree(tmp_path / "d", n=2, splits=())
+    args = argparse.Namespace(checkpoint=[str(run / "best.ckpt")], data=str(data), split="all", dataset="folders",
+                              val_fraction=None, no_progress=True, strict=False)
+    assert len(_split_dataset(args, list(FER7), 48, 1)) == 14

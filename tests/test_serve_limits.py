@@ -226,9 +226,11 @@ def test_large_jpeg_is_decoded_reduced_with_boxes_in_original_pixels():
     assert abs(x - 750) <= 4 and abs(y - 1000) <= 4 and abs(bw - 1500) <= 4 and abs(bh - 2000) <= 4
 
 
-def test_decode_memory_of_a_large_palette_png(tmp_path):
+@pytest.mark.parametrize("max_side,limit_mb", [(2048, 120), (5000, 200)])
+def test_decode_memory_of_a_large_palette_png(tmp_path, max_side, limit_mb):
     # A 25 MP palette PNG is 30 KB; converting it to RGB as a whole took over 400 MB of
-    # temporaries (RGBA copies for the transparency composite). Measured in a fresh process.
+    # temporaries (RGBA copies for the transparency composite), shrunk afterwards or not
+    # (the service keeps full size when min_face needs it). Measured in a fresh process.
     png = tmp_path / "big.png"
     Image.new("L", (5000, 5000), 128).convert("P").save(png, optimize=True)
     code = (
@@ -236,12 +238,29 @@ def test_decode_memory_of_a_large_palette_png(tmp_path):
         "from ferkit.serve.uploads import decode_upload\n"
         "data = open(sys.argv[1], 'rb').read()\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "arr, w, h, s = decode_upload(data, 10**8, 2048)\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024, arr.shape)\n"
+        f"arr, w, h, s = decode_upload(data, 10**8, {max_side})\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024, *arr.shape)\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(png)], capture_output=True, text=True,
                          timeout=300, check=True).stdout.split()
-    assert int(out[0]) < 120, f"decode peak grew by {out[0]} MB"
+    assert int(out[0]) < limit_mb, f"decode peak grew by {out[0]} MB"
+    assert int(out[1]) == (5000 if max_side >= 5000 else 5000 // 3)
+
+
+def test_full_size_banded_decode_equals_the_whole_image_decode(monkeypatch):
+    from ferkit.data.images import decode_image
+    from ferkit.serve import uploads
+
+    monkeypatch.setattr(uploads, "_TRIM_ABOVE", 1000)  # take the banded path on a small image
+    rng = np.random.default_rng(1)
+    im = Image.fromarray(rng.integers(0, 255, (300, 170, 3), dtype=np.uint8)).convert("P")
+    im.info["transparency"] = 7  # one palette entry transparent: composited on white
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    arr, w, h, scale = decode_upload(buf.getvalue(), 10**9, 4096)
+    assert (w, h, scale) == (170, 300, 1.0)
+    assert np.array_equal(arr, decode_image(buf.getvalue(), channels=3))
+
 
 
 def test_decoded_images_wait_for_room_before_queueing():

@@ -36,8 +36,10 @@ from ferkit.inference.inputs import sniff_media
 log = logging.getLogger("ferkit.serve")
 
 #: Modes whose conversion to RGB works pixel by pixel, so a band of rows converts
-#: exactly as the whole image would (16-bit and float modes are scaled image-wide).
-_BANDABLE = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+#: exactly as the whole image would (16-bit gray is scaled by bit depth; 32-bit "I" and
+#: float "F" are scaled by the image's own range, so they convert in one piece).
+_BANDABLE = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB",
+             "HSV", "I;16", "I;16B", "I;16L", "I;16N"}
 #: Output rows made at once when shrinking a large image (k times as many input rows).
 _BAND_ROWS = 64
 #: Images with more pixels than this are followed by a heap trim.
@@ -197,17 +199,20 @@ def _decode_small(im: Image.Image, fmt: str, max_side: int) -> tuple[np.ndarray,
     im.load()
     ImageOps.exif_transpose(im, in_place=True)  # in place: no full-size copy
     W, H = im.size
-    if max(W, H) <= max_side:
-        return decode_image(im, channels=3), w, h, 1.0 / reduced
-    if im.mode not in _BANDABLE:
+    k = max(1, math.ceil(max(W, H) / max_side))  # whole shrink factor still needed
+    if (k == 1 and W * H <= _TRIM_ABOVE) or im.mode not in _BANDABLE:
+        # Small images, and modes converted image-wide (16-bit, float): in one piece.
         arr = decode_image(im, channels=3)
+        if k == 1:
+            return arr, w, h, 1.0 / reduced
         s = max_side / max(W, H)
         arr = cv2.resize(arr, (max(1, round(W * s)), max(1, round(H * s))), interpolation=cv2.INTER_AREA)
         return arr, w, h, s / reduced
-    # Shrink by a whole factor k, converting one band of rows at a time: every output
-    # pixel averages a k x k block, as one resize of the whole image would, but no
-    # full-size RGB copy is ever made. A side shorter than k (a 5000x1 strip) stays whole.
-    k = math.ceil(max(W, H) / max_side)
+    # Convert one band of rows at a time, shrinking by the whole factor k (1 when the full
+    # size is wanted, e.g. for small faces): every output pixel averages a k x k block, as
+    # one resize of the whole image would, but no full-size RGBA/RGB temporaries are ever
+    # made (a palette PNG's transparency composite made four). A side shorter than k (a
+    # 5000x1 strip) stays whole.
     ow, oh = max(1, W // k), max(1, H // k)
     cw, ch = min(W, ow * k), min(H, oh * k)  # the input region the output covers
     out = np.empty((oh, ow, 3), np.uint8)
@@ -215,7 +220,7 @@ def _decode_small(im: Image.Image, fmt: str, max_side: int) -> tuple[np.ndarray,
         r1 = min(oh, r0 + _BAND_ROWS)
         y0, y1 = r0 * ch // oh, r1 * ch // oh
         rgb = decode_image(im.crop((0, y0, cw, y1)), channels=3)
-        out[r0:r1] = cv2.resize(rgb, (ow, r1 - r0), interpolation=cv2.INTER_AREA)
+        out[r0:r1] = rgb if k == 1 else cv2.resize(rgb, (ow, r1 - r0), interpolation=cv2.INTER_AREA)
     return out, w, h, 1.0 / (k * reduced)
 
 
