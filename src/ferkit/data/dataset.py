@@ -163,9 +163,11 @@ class FerDataset(Dataset):
         return x, int(self.targets[i])
 
     def class_counts(self) -> np.ndarray:
+        """Faces per class, (K,) int64 in ``labels`` order (after skipped items are dropped)."""
         return np.bincount(self.targets, minlength=len(self.labels))
 
     def report_skipped(self) -> str | None:
+        """One line counting the items skipped while indexing and decoding, or None if none were."""
         if not self.skipped:
             return None
         parts = ", ".join(f"{v} {k}" for k, v in sorted(self.skipped.items()))

@@ -75,6 +75,7 @@ def _expand(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def random_gray(x, sev, rng):
+    """Li's corruption: 5/10/20/30/50% of pixels replaced by a uniform random gray level (all channels alike)."""
     frac = (0.05, 0.10, 0.20, 0.30, 0.50)[sev - 1]
     _b, _, h, w = x.shape
     u = rng.rand(1, h, w)  # which pixels: the same field at every severity
@@ -83,11 +84,13 @@ def random_gray(x, sev, rng):
 
 
 def gaussian_noise(x, sev, rng):
+    """Additive N(0, sigma^2) noise, sigma 0.04/0.08/0.12/0.18/0.26 (pixel range [0, 1]), clamped."""
     sigma = (0.04, 0.08, 0.12, 0.18, 0.26)[sev - 1]
     return (x + sigma * rng.randn(*x.shape[1:]).to(x.dtype)).clamp(0, 1)
 
 
 def salt_pepper(x, sev, rng):
+    """2/5/10/20/30% of pixels set to black or white (equal odds)."""
     frac = (0.02, 0.05, 0.10, 0.20, 0.30)[sev - 1]
     _, _, h, w = x.shape
     u = rng.rand(1, h, w)
@@ -96,12 +99,16 @@ def salt_pepper(x, sev, rng):
 
 
 def gaussian_blur(x, sev, rng):
+    """Gaussian blur, sigma 0.6/1.0/1.5/2.0/3.0 px on a 48-px face (scaled with the side)."""
     sigma = (0.6, 1.0, 1.5, 2.0, 3.0)[sev - 1] * x.shape[-1] / 48.0
     k = 2 * int(3 * sigma + 0.5) + 1
     return TF.gaussian_blur(x, kernel_size=[k, k], sigma=[sigma, sigma])
 
 
 def brightness_contrast(x, sev, rng):
+    """Contrast x0.8/0.65/0.5/0.35/0.2 around the image mean, then a brightness shift of
+    +-0.1..0.5 (darker or brighter per sample), clamped to [0, 1].
+    """
     contrast = (0.8, 0.65, 0.5, 0.35, 0.2)[sev - 1]
     shift = (0.1, 0.2, 0.3, 0.4, 0.5)[sev - 1]
     sign = torch.where(rng.rand() < 0.5, -1.0, 1.0)  # darker or brighter, per sample
@@ -112,6 +119,7 @@ def brightness_contrast(x, sev, rng):
 def occlusion(x, sev, rng):
     # A block centred at a random point, clipped to the image: with the same centre a
     # larger severity erases a superset of the pixels.
+    """A black square of 15/25/35/45/55% of the side, centred at a random point, clipped to the image."""
     side = (0.15, 0.25, 0.35, 0.45, 0.55)[sev - 1]
     _, _, h, w = x.shape
     c = rng.rand(2)
@@ -124,6 +132,7 @@ def occlusion(x, sev, rng):
 
 
 def jpeg(x, sev, rng):
+    """JPEG re-encoding at quality 25/18/12/8/5 (OpenCV, per image, on the CPU); same shape and device back."""
     quality = (25, 18, 12, 8, 5)[sev - 1]
     arr = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = np.empty_like(arr)
@@ -139,6 +148,8 @@ def jpeg(x, sev, rng):
 
 @dataclass(frozen=True)
 class Distortion:
+    """A named distortion: ``fn(x01 (B, C, H, W), severity 1..5, rng) -> x01`` of the same shape."""
+
     name: str
     fn: Callable  # (x01 (B,C,H,W), severity 1..5, _Rng) -> x01
     description: str
@@ -195,6 +206,7 @@ class SeededDistortion:
         self.position = 0
 
     def reset(self) -> SeededDistortion:
+        """Restart the sample counter, so the next batch gets the copy the first batch got; returns self."""
         self.position = 0
         return self
 
@@ -278,9 +290,13 @@ class DistortionAugment(nn.Module):
         return cls(names, sevs, p)
 
     def extra_repr(self) -> str:
+        """The names, severities and probability, shown by ``print(module)``."""
         return f"names={self.names}, severities={self.severities}, p={self.p}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Distort a random share ``p`` of a [0, 1] batch (B, C, H, W); each picked sample gets
+        one distortion and severity drawn from the global torch RNG. Same shape back.
+        """
         b = len(x)
         if b == 0:
             return x

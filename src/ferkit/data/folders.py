@@ -25,6 +25,7 @@ SPLIT_DIRS = {
 
 
 def find_split_dir(root: Path, split: str) -> Path | None:
+    """The sub-folder holding ``split`` (``train``/``Training``..., see SPLIT_DIRS), or None."""
     for name in SPLIT_DIRS.get(split, (split,)):
         if (root / name).is_dir():
             return root / name
@@ -32,6 +33,7 @@ def find_split_dir(root: Path, split: str) -> Path | None:
 
 
 def has_split_dirs(root: Path) -> bool:
+    """True when ``root`` has at least one train/val/test sub-folder."""
     return any(find_split_dir(root, s) is not None for s in SPLIT_DIRS)
 
 
@@ -61,10 +63,23 @@ def scan_class_tree(base: Path) -> tuple[list[str], list[str], Counter]:
 
 
 def path_loader(path) -> object:
+    """Decode the image at ``path`` to uint8 (H, W, C) (:func:`ferkit.data.images.decode_image`)."""
     return decode_image(path)
 
 
 def index_folder_tree(root, split: str, source: str = "folders", name_filter=None) -> Index:
+    """Index ``root/[<split>/]<emotion>/<images>``: labels from the nearest emotion-named folder.
+
+    Args:
+        root: the tree's top folder.
+        split: ``train``, ``val``, ``test`` or ``all``; a tree without split folders serves every
+            split with all its images (with a note).
+        source: the source name recorded in the Index.
+        name_filter: keep only files whose base name passes (FER2013's Training_/PublicTest_ prefixes).
+
+    Raises:
+        DataError: not a folder, no such split folder, or no image in an emotion-named folder.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
@@ -112,4 +127,5 @@ def _looks_like_class_tree(p: Path) -> bool:
     description="any <root>/[<split>/]<class>/<images> tree (val/ used when present); synonyms map class names",
 )
 def index_folders(root, split: str = "train", **_) -> Index:
+    """The ``folders`` source: any class tree (see :func:`index_folder_tree`)."""
     return index_folder_tree(root, split)

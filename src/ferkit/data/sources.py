@@ -69,6 +69,14 @@ class Index:
 
 @dataclass
 class SourceSpec:
+    """A registered dataset layout: how to index it, how to recognise it, which splits it has.
+
+    Attributes:
+        name: the ``--dataset`` name. index: ``(root, split, **options) -> Index``.
+        detect: ``path -> bool`` for auto-detection (None: never auto-detected).
+        splits: the splits the layout provides natively. priority: higher is tried first.
+    """
+
     name: str
     index: Callable[..., Index]  # (root, split, **options) -> Index
     detect: Callable[[Path], bool] | None
@@ -114,6 +122,15 @@ _SOURCES: dict[str, SourceSpec] = {}
 
 
 def register_source(name, *, splits, detect=None, description="", priority=0):
+    """Decorator registering ``index(root, split, **options) -> Index`` as dataset layout ``name``.
+
+    Args:
+        name: what ``--dataset`` and recipes call it.
+        splits: the splits it provides natively (``train``, ``test``, ``all``...).
+        detect: ``Path -> bool``, True when a path has this layout (None: only by name).
+        description: one line for ``ferkit datasets``.
+        priority: detection order, highest first (specific layouts above generic ones).
+    """
     def deco(fn):
         _SOURCES[name] = SourceSpec(name, fn, detect, tuple(splits), description, priority)
         return fn
@@ -122,11 +139,17 @@ def register_source(name, *, splits, detect=None, description="", priority=0):
 
 
 def list_sources() -> list[SourceSpec]:
+    """Every registered dataset layout, sorted by name."""
     _import_sources()
     return sorted(_SOURCES.values(), key=lambda s: s.name)
 
 
 def get_source(name: str) -> SourceSpec:
+    """The dataset layout registered as ``name``.
+
+    Raises:
+        DataError: unknown name (the message lists the known ones).
+    """
     _import_sources()
     if name not in _SOURCES:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(_SOURCES))}")

@@ -15,6 +15,7 @@ from ferkit.models.checkpoint import load_model_any
 
 
 def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is available, else ``cpu``; other names pass through."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
@@ -55,6 +56,7 @@ def evaluate_checkpoints(args) -> dict:
 
 
 def spec_kind(spec: dict) -> str:
+    """``ensemble`` for an ensemble's spec, else ``model``."""
     return "ensemble" if spec.get("model") == "ensemble" else "model"
 
 

@@ -81,6 +81,9 @@ def classification_report(logp: torch.Tensor, targets: torch.Tensor, labels: lis
 
 
 def format_report(rep: dict, title: str = "") -> str:
+    """A :func:`classification_report` as text: the headline figures, then per class
+    accuracy and misclassification (proportions in [0, 1]) with counts.
+    """
     lines = []
     if title:
         lines.append(title)

@@ -78,6 +78,7 @@ def video_level_report(
 
 
 def format_video_report(rep: dict) -> str:
+    """One line: frame accuracy and video accuracy (mean frame probability), as proportions."""
     return (
         f"frames: n={rep['n_frames']} accuracy={rep['frame_accuracy']:.4f}   "
         f"videos (mean frame probability): n={rep['n_videos']} accuracy={rep['video_accuracy']:.4f}"

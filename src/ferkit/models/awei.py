@@ -101,12 +101,14 @@ class Awei(nn.Module):
         self.head = nn.Sequential(nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
     def train(self, mode: bool = True):
+        """Train mode for everything but the frozen VGG guide, which stays in eval mode."""
         super().train(mode)
         if self.vgg is not None:
             self.vgg.eval()  # frozen guide: never in training mode
         return self
 
     def forward(self, x):
+        """(B, C, H, W) image in [0, 1] (C = 1 is expanded for the guide) -> (B, num_classes) logits."""
         h = self.features(x)
         if self.jump is not None:
             h = h + F.adaptive_max_pool2d(self.jump(x), h.shape[-2:])

@@ -24,6 +24,14 @@ def _conv(cin: int, cout: int) -> list[nn.Module]:
 
 
 class BoulisBaseline(nn.Module):
+    """Boulis et al.'s FER2013 baseline: 4 x (conv 3x3 ``width`` + BN + ReLU), 2 max-pools,
+    FC ``hidden`` + ReLU, dropout, FC ``num_classes`` (see the module docstring).
+
+    Args:
+        num_classes: outputs. in_chans: input channels. input_size: side in pixels (multiple of 4).
+        width: conv filters (32 in the paper). hidden: FC units. dropout: before the output layer.
+    """
+
     def __init__(
         self,
         num_classes: int = 7,
@@ -49,6 +57,7 @@ class BoulisBaseline(nn.Module):
         )
 
     def forward(self, x):
+        """(B, in_chans, S, S) normalised faces -> (B, num_classes) logits."""
         return self.classifier(self.features(x))
 
 

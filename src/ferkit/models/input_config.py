@@ -61,10 +61,16 @@ class InputConfig:
         return int(self.crop_from or self.size)
 
     def to_dict(self) -> dict:
+        """Plain JSON/YAML-ready dict (tuples as lists); :meth:`from_dict` reads it back."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> InputConfig:
+        """Rebuild from :meth:`to_dict` output; keys missing in older files take their defaults.
+
+        Raises:
+            KeyError: no ``size`` or ``channels``. ValueError: an invalid ``crop_from`` or ``tta``.
+        """
         return cls(
             size=int(d["size"]),
             channels=int(d["channels"]),

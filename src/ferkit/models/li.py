@@ -100,6 +100,7 @@ class LiVGG(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x):
+        """(B, C, S, S) faces in [0, 1] -> (B, num_classes) logits."""
         return self.classifier(self.features(x))
 
 
@@ -128,6 +129,7 @@ class LiDAE(nn.Module):
         )  # fmt: skip
 
     def forward(self, x):
+        """(B, C, H, W) face in [0, 1] -> the denoised face, same shape, in [0, 1] (sigmoid)."""
         h, w = x.shape[-2:]
         y = self.decoder(self.encoder(x))
         if y.shape[-2:] != (h, w):  # sides not divisible by 4: pools floor, resize back
@@ -196,12 +198,14 @@ class LiHybrid(nn.Module):
             self.dae.eval()
 
     def train(self, mode: bool = True):
+        """Train mode; a frozen DAE (hybrid A) stays in eval mode."""
         super().train(mode)
         if self.freeze_dae:
             self.dae.eval()  # frozen means frozen: no BN statistics or dropout drift either
         return self
 
     def forward(self, x):
+        """(B, C, 48, 48) faces in [0, 1] -> (B, num_classes) logits of ``vgg(dae(x))``."""
         return self.vgg(self.dae(x))
 
     @property

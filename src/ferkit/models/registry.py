@@ -29,6 +29,8 @@ from ferkit.models.input_config import IMAGENET, InputConfig  # noqa: F401
 
 @dataclass
 class ModelEntry:
+    """One registered model: its constructor, declared input, one-line description and tags."""
+
     name: str
     fn: Callable[..., nn.Module]
     input_config: InputConfig
@@ -77,6 +79,11 @@ def model_task(name: str) -> str:
 
 
 def get_entry(name: str) -> ModelEntry:
+    """The registry entry of model ``name``.
+
+    Raises:
+        FerkitError: unknown name (the message lists the available ones).
+    """
     _import_families()
     if name not in _REGISTRY:
         raise FerkitError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")

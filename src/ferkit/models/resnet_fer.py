@@ -74,6 +74,7 @@ class ResNetFer(nn.Module):
                 nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, S, S) normalised faces -> (B, num_classes) logits."""
         return self.head(self.stages(self.stem(x)))
 
 

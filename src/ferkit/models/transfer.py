@@ -58,6 +58,7 @@ class TransferNet(nn.Module):
         self.head = head
 
     def forward(self, x):
+        """(B, C, S, S) ImageNet-normalised images -> (B, num_classes) logits."""
         return self.head(self.backbone(x))
 
     def replace_head(self, head: nn.Module) -> None:

@@ -93,6 +93,7 @@ class VggFer(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, S, S) normalised faces -> (B, num_classes) logits."""
         return self.classifier(self.features(x))
 
 

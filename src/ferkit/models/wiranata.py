@@ -103,6 +103,9 @@ class TiedAutoencoder(nn.Module):
         return h, trace
 
     def decode(self, h: torch.Tensor, trace: list) -> torch.Tensor:
+        """Code (B, C', h, w) + the trace from :meth:`encode` -> reconstruction logits (B, C, H, W)
+        (the sigmoid is applied by :meth:`forward` and the loss).
+        """
         n_conv = len(self.decoder_bias)
         k = n_conv
         for m, size in reversed(trace):
@@ -115,6 +118,7 @@ class TiedAutoencoder(nn.Module):
         return h  # logits of the reconstruction; sigmoid applied by forward / the loss
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images in [0, 1] -> reconstructions in [0, 1], same shape."""
         h, trace = self.encode(x)
         return torch.sigmoid(self.decode(h, trace))
 
@@ -175,6 +179,7 @@ class WiranataCNN(nn.Module):
             load_encoder_weights(self, cae_checkpoint)
 
     def forward(self, x):
+        """(B, C, S, S) images in [0, 1] -> (B, num_classes) logits."""
         return self.classifier(self.features(x))
 
 

@@ -21,6 +21,17 @@ from ferkit.training.recipe_checks import validate as _validate
 
 @dataclass
 class Recipe:
+    """A named experiment as data: model, data, optimisation and regularisation settings.
+
+    Shipped recipes are ``ferkit/recipes/<name>.yaml`` (``ferkit recipes NAME`` prints one);
+    every run saves its resolved Recipe in ``config.yaml``. Fields are documented inline;
+    units: ``lr`` per step, ``epochs`` full passes, ``val_fraction`` a share of train in (0, 1).
+    Whether the model classifies or reconstructs comes from the model's registry entry.
+
+    Raises:
+        FerkitError: a value out of range (one line naming the recipe and the field).
+    """
+
     name: str
     model: str
     description: str = ""
@@ -71,12 +82,18 @@ class Recipe:
         _validate(self)
 
     def to_dict(self) -> dict:
+        """Every field as plain YAML-ready values (``betas`` as a list)."""
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Recipe:
+        """A Recipe from a YAML mapping (a shipped recipe or a run's ``config.yaml``).
+
+        Raises:
+            FerkitError: unknown fields, a ``task`` that contradicts the model, or an invalid value.
+        """
         if not isinstance(d, dict):
             raise FerkitError(f"a recipe must be a YAML mapping of field: value, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -146,6 +163,7 @@ def _recipe_files() -> dict[str, object]:
 
 
 def list_recipes() -> list[Recipe]:
+    """Every shipped recipe, sorted by name."""
     return [load_recipe(n) for n in sorted(_recipe_files())]
 
 
