@@ -1,4 +1,7 @@
-"""ferkit cache: list the decode cache's entries and clear them, never touching other files."""
+"""ferkit cache: list the decode cache's entries and clear them, never touching other files.
+
+No PyTorch needed: these run in the light install too.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +12,14 @@ from conftest import write_class_tree
 
 from ferkit.cli import main
 from ferkit.data.cache import cache_entries, clear_cache, decode_index
-from ferkit.data.dataset import load_index
+from ferkit.data.folders import index_folder_tree
 
 
 def _fill(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("FERKIT_CACHE", str(cache))
     data = write_class_tree(tmp_path / "data", n=2, splits=("train",))
-    index = load_index(data, "train")
+    index = index_folder_tree(data, "train")
     decode_index(index, 32, 1, progress=False)
     decode_index(index, 24, 3, progress=False)
     (cache / "notes.txt").write_text("the user's own file")
@@ -60,7 +63,7 @@ def test_a_missing_cache_folder_is_empty(tmp_path, monkeypatch, capsys):
 
 def test_cleared_entries_are_decoded_again(tmp_path, monkeypatch):
     _, data, _ = _fill(tmp_path, monkeypatch)
-    index = load_index(data, "train")
+    index = index_folder_tree(data, "train")
     first, kept, _ = decode_index(index, 32, 1, progress=False)
     clear_cache()
     again, kept2, _ = decode_index(index, 32, 1, progress=False)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="needs the train extra (PyTorch): the recipe tests' generators")
 from test_every_recipe import DATASETS
 
 from ferkit.data.dataset import load_index

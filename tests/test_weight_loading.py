@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 import torch
 from torch import nn
 
