@@ -168,6 +168,23 @@ def test_commands_that_need_torch_name_the_extra(light_env, argv):
     assert "Traceback" not in r.stderr
 
 
+def test_python_api_names_the_extra_for_torch_parts(light_env):
+    r = run_light(
+        light_env,
+        """
+        import ferkit
+        try:
+            ferkit.create_model("boulis-baseline")
+        except ModuleNotFoundError as e:
+            assert "pip install 'ferkit[train]'" in str(e) and e.name == "torch", e
+        else:
+            raise SystemExit("create_model worked without torch")
+        assert ferkit.Recognizer.from_pretrained("default").backend == "onnx"
+        """,
+    )
+    assert r.returncode == 0, r.stderr[-1500:]
+
+
 def test_help_imports_no_heavy_module(light_env):
     r = run_light(
         light_env,

@@ -16,7 +16,14 @@ def __getattr__(name: str):
     if name in ("create_model", "list_models"):
         from ferkit import models
 
-        return getattr(models, name)
+        try:
+            return getattr(models, name)
+        except ModuleNotFoundError as e:
+            # The model registry is PyTorch code; the base install predicts without it.
+            raise ModuleNotFoundError(
+                f"ferkit.{name} needs {e.name}, which is not installed: pip install 'ferkit[train]'",
+                name=e.name,
+            ) from e
     if name == "Recognizer":
         from ferkit.inference.recognizer import Recognizer
 
