@@ -73,7 +73,10 @@ def _split_dataset(args, labels, size: int, channels: int):
     run = run_recipe_of(args.checkpoint[0])
     if run is not None:
         given = {"dataset": args.dataset, "val_fraction": args.val_fraction}
-        recipe = run[0].override(**{k: v for k, v in given.items() if v is not None})
+        given = {k: v for k, v in given.items() if v is not None}
+        if given.get("dataset", run[0].dataset) != run[0].dataset:
+            given["source_options"] = {}  # the run's options belong to its own layout (refused by others)
+        recipe = run[0].override(**given)
         return run_split(recipe, args.data, args.split, labels=labels, size=size, channels=channels,
                          progress=not args.no_progress, strict=args.strict)
     val_fraction = args.val_fraction if args.val_fraction is not None else 0.1
