@@ -71,9 +71,9 @@ def test_slim_roundtrip_half(tmp_path):
 
 
 ROUND_TRIP_KWARGS = {
-    **dict.fromkeys(("li-vgg", "li-hybrid-a", "li-hybrid-b"), {"width": 0.125, "hidden": 32}),
-    **dict.fromkeys(("vgg16", "resnet50", "seresnet50"), {"hidden": (16,)}),
-    **dict.fromkeys(("awei", "awei-plain", "awei-residual"), {"hidden": 16}),
+    **{key: {"width": 0.125, "hidden": 32} for key in ("li-vgg", "li-hybrid-a", "li-hybrid-b")},
+    **{key: {"hidden": (16,)} for key in ("vgg16", "resnet50", "seresnet50")},
+    **{key: {"hidden": 16} for key in ("awei", "awei-plain", "awei-residual")},
 }
 
 
@@ -103,3 +103,13 @@ def test_save_load_round_trip(name, tmp_path):
         assert not back.training
         with torch.no_grad():
             torch.testing.assert_close(back(x), want, msg=f"{name} from {f}")
+
+
+def test_every_family_module_is_found_and_registers_models():
+    """A new family is one module in ferkit/models/: discovery imports it, no list to edit."""
+    from ferkit.models import _families
+    from ferkit.models.registry import get_entry
+
+    registering = {get_entry(n).fn.__module__.rsplit(".", 1)[1] for n in list_models()}
+    assert registering == set(_families.FAMILIES), "every family module, and only those, registers models"
+    assert {"boulis", "li", "transfer", "wiranata", "awei"} <= registering

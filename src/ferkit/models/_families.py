@@ -1,13 +1,23 @@
-"""Imports every model family module so their registrations run.
+"""Imports every model family module so their ``@register_model`` decorators run.
 
-A new family: add a module under ferkit/models/ and import it here.
+A new family is one new module in ``ferkit/models/``: it is found by name (as
+``ferkit <command>`` modules are), with nothing else to edit. The modules that
+hold the machinery rather than models are skipped.
 """
 
-from ferkit.models import boulis  # noqa: F401
+import importlib
+import pkgutil
 
-for _optional in ("li", "transfer", "wiranata", "awei", "vgg_fer", "resnet_fer"):
-    try:
-        __import__(f"ferkit.models.{_optional}")
-    except ModuleNotFoundError as e:  # family not written yet, or optional dep missing
-        if e.name != f"ferkit.models.{_optional}":
-            raise
+import ferkit.models as _pkg
+
+#: Modules of ferkit/models/ that define no model.
+MACHINERY = frozenset({"registry", "checkpoint", "input_config", "pretrained"})
+
+FAMILIES = tuple(
+    info.name
+    for info in sorted(pkgutil.iter_modules(_pkg.__path__), key=lambda m: m.name)
+    if not info.name.startswith("_") and info.name not in MACHINERY
+)
+
+for _name in FAMILIES:
+    importlib.import_module(f"ferkit.models.{_name}")

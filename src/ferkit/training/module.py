@@ -256,8 +256,8 @@ class FerLitModule(L.LightningModule):
 def _load_teachers(teacher, labels: list[str]) -> list[dict]:
     if not teacher:
         return []
-    from ferkit.inference.pretrained import resolve_pretrained
     from ferkit.models.checkpoint import load_checkpoint
+    from ferkit.models.pretrained import resolve_pretrained
 
     out = []
     for ref in [teacher] if isinstance(teacher, str) else list(teacher):
