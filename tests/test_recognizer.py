@@ -156,7 +156,11 @@ def test_parallel_detection_matches_serial_and_uses_worker_threads(slim, astro, 
 
 
 def test_zero_face_image_is_an_empty_result(rec):
-    assert rec.predict(np.zeros((64, 64, 3), np.uint8)) == []
+    assert rec.predict(np.zeros((96, 160, 3), np.uint8)) == []
+    from ferkit.inference.faces import CropHintWarning
+
+    with pytest.warns(CropHintWarning):  # small and square: maybe a pre-cropped face
+        assert rec.predict(np.zeros((64, 64, 3), np.uint8)) == []
 
 
 def test_gray_rgba_and_16bit_inputs(rec, astro):
