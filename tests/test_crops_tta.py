@@ -187,6 +187,11 @@ def test_evaluate_cli_ten_crop(tmp_path, tiny_tree, capsys):
     assert ten["loss"] == pytest.approx(ref["loss"], abs=1e-5)
     # the ensemble path (two files) takes the same option
     assert run("--tta", "ten-crop", ckpts=(path, path))["loss"] == pytest.approx(ref["loss"], abs=1e-5)
+    # and so does compare (first column = reference)
+    argv = ["compare", str(path), str(path), "--data", str(tiny_tree), "--json", "--no-progress"]
+    assert main([*argv, "--tta", "ten-crop"]) == 0
+    cmp = json.loads(capsys.readouterr().out)
+    assert all(r["loss"] == pytest.approx(ref["loss"], abs=1e-5) for r in cmp["reports"].values())
     with pytest.raises(SystemExit) as e:
         main(["evaluate", str(path), "--data", str(tiny_tree), "--tta", "twelve"])
     assert e.value.code == 2 and "'ten-crop'" in capsys.readouterr().err

@@ -341,8 +341,10 @@ class Recognizer:
         """Class probabilities (N, num_classes) for pre-cropped faces.
 
         Args:
-            crops: uint8 arrays (H, W[, C]) or one (N, H, W[, C]) array; they are
-                converted to the model's channels and size if needed.
+            crops: uint8 arrays (H, W[, C]) or one (N, H, W[, C]) array of whole
+                faces; they are converted to the model's channels and whole-face side
+                (``input_config.frame``) if needed, then cut into the test-time views
+                (``self.tta``; the centre crop for a model trained on crops).
         """
         batch = self._to_batch(crops)
         probs = [self._forward(batch[i : i + MAX_BATCH]) for i in range(0, len(batch), MAX_BATCH)]
