@@ -299,7 +299,9 @@ def train(
     wall = time.time() - t0
     if trainer.is_global_zero:
         _unpark_metrics(run_dir)
+        images = trainer.global_step * recipe.batch_size * devices
         extra = {"planned_epochs": schedule.planned_epochs, "epoch_seconds": schedule.epoch_seconds,
+                 "train_images_per_s": round(images / wall, 1) if wall > 0 else None,
                  "optimizer_steps": trainer.global_step, "data_on_device": dm.resident_device,
                  "precision": str(trainer.precision), "max_time_min": recipe.max_time}
         finish_run(run_dir, dm.val, labels, wall, trainer.current_epoch, accelerator, progress,
