@@ -7,10 +7,14 @@ file is read here first, so the user gets one line naming it and what to do.
 
 from __future__ import annotations
 
+import random
 import warnings
 from pathlib import Path
 
+import numpy as np
+import torch
 import yaml
+from lightning.pytorch.callbacks import Callback
 
 from ferkit.errors import FerkitError
 from ferkit.training.recipes import Recipe
@@ -26,8 +30,6 @@ _TRAINING_KEYS = ("state_dict", "optimizer_states", "epoch", "loops")
 
 def check_training_checkpoint(path: Path) -> str | None:
     """Why ``path`` cannot be resumed from (one phrase), or None when it can."""
-    import torch
-
     from ferkit.models.checkpoint import load_failure
 
     if path.stat().st_size == 0:
@@ -81,3 +83,34 @@ def prepare_resume(resume, data, overrides: dict | None) -> tuple[Path, Recipe, 
             todo = f"delete {last} to start the run over"
         raise FerkitError(f"{last}: {why}; {todo}")
     return run_dir, recipe, data or saved_data, str(last)
+
+
+class RandomState(Callback):
+    """Save the random generators' states in every checkpoint and restore them on --resume.
+
+    Lightning restores weights, optimizer, scheduler and loop counters but not the random
+    generators, and ``seed_everything`` at start-up puts them back at epoch 0's state: a
+    resumed run shuffled, augmented and dropped out differently from the run it continues.
+    With the states restored, a run killed after epoch k and resumed repeats the uninterrupted
+    run's numbers (on the CPU, where kernels are deterministic). Single-process runs only:
+    under DDP every rank has its own generators and rank 0 alone writes the checkpoint.
+    """
+
+    def state_dict(self) -> dict:
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        # plain lists and numbers: Lightning reads checkpoints with weights_only=True (no arrays)
+        state = {"python": random.getstate(), "numpy": [name, keys.tolist(), pos, has_gauss, gauss],
+                 "torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return
+        random.setstate(state["python"])
+        name, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])

@@ -39,7 +39,7 @@ from ferkit.models.registry import model_input_config, model_task
 from ferkit.training.datamodule import FerDataModule
 from ferkit.training.module import FerLitModule
 from ferkit.training.recipes import Recipe, load_recipe
-from ferkit.training.resume import prepare_resume
+from ferkit.training.resume import RandomState, prepare_resume
 from ferkit.training.schedule import EMAWeights, RunSchedule
 
 _RUN_DIR_ENV = "FERKIT_RUN_DIR"  # lets DDP worker processes find the run rank 0 created
@@ -254,7 +254,7 @@ def train(
     best_cb, last_cb = checkpoint_callbacks(run_dir, monitor)
     budget_s = recipe.max_time * 60 if recipe.max_time else None
     schedule = RunSchedule(recipe.val_every, recipe.ckpt_every, last_cb, budget_s)
-    callbacks = [best_cb, last_cb, schedule, LearningRateMonitor(logging_interval="epoch")]
+    callbacks = [best_cb, last_cb, schedule, LearningRateMonitor(logging_interval="epoch"), RandomState()]
     if progress:
         # TQDM explicitly: Lightning would switch to Rich when it is installed, and Rich
         # draws nothing when output goes to a log file (nohup runs).
