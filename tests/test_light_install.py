@@ -185,6 +185,19 @@ def test_python_api_names_the_extra_for_torch_parts(light_env):
     assert r.returncode == 0, r.stderr[-1500:]
 
 
+def test_models_lists_the_shipped_models_without_torch(light_env):
+    r = run_light(
+        light_env,
+        """
+        from ferkit.cli import main
+        raise SystemExit(main(["models"]))
+        """,
+    )
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert "default-int8" in r.stdout and "version=boulis-baseline-" in r.stdout
+    assert "pip install 'ferkit[train]'" in r.stdout  # where the architectures went
+
+
 def test_help_imports_no_heavy_module(light_env):
     r = run_light(
         light_env,
