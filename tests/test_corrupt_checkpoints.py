@@ -111,3 +111,13 @@ def test_recognizer_refuses_damaged_checkpoint(run, tmp_path, how):
     with pytest.raises(FerkitError) as e:
         Recognizer.from_pretrained(bad, backend="torch")
     assert "\n" not in str(e.value) and "not a readable checkpoint" in str(e.value)
+
+
+def test_evaluate_warns_when_the_runs_config_is_damaged(run, tmp_path, capsys):
+    """A damaged config.yaml beside best.ckpt silently switched evaluation to the default split."""
+    r = _copy(run, tmp_path)
+    (r / "config.yaml").write_text("recipe: [unterminated\n")
+    data = write_class_tree(tmp_path / "d", n=2)
+    assert main(["evaluate", str(r / "best.ckpt"), "--data", str(data), "--split", "test", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"{r / 'config.yaml'}: unreadable run config (" in err and "not necessarily the run's" in err

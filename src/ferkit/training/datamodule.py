@@ -78,7 +78,12 @@ def run_recipe_of(checkpoint) -> tuple[Recipe, str] | None:
     try:
         saved = yaml.safe_load(cfg.read_text())
         return Recipe.from_dict(saved["recipe"]), saved.get("data")
-    except (yaml.YAMLError, KeyError, TypeError, FerkitError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, FerkitError) as e:
+        # Not silent: without it the checkpoint is evaluated on the auto-detected layout and
+        # the default split, which need not be the faces its run validated on.
+        why = str(e).splitlines()[0] if isinstance(e, FerkitError) else type(e).__name__
+        warnings.warn(f"{cfg}: unreadable run config ({why}); using the auto-detected layout and default "
+                      "split, not necessarily the run's", stacklevel=2)
         return None
 
 
