@@ -16,6 +16,9 @@ Two sets (``../shared``, research-licensed, not redistributed):
   angles, 500x750 each; faces 200-300 px), textured everywhere, unlike the canvases.
   Found = faces matched by a box (IoU >= 0.3; truth from ``haar-full`` on each portrait).
 
+* **Photo** (``--photo``): bench_inference's 640x480 photo with one face, 30 detections
+  per detector and ``min_face``, median wall ms and mean CPU ms.
+
 Time: median wall ms of ``detector.detect`` per image (detection only) and the
 process CPU ms (all OpenCV threads summed; steadier on a shared machine).
 
@@ -23,7 +26,7 @@ Usage::
 
     nice -n 10 python benchmarks/bench_small_faces.py [--shared ../shared] [--threads 2]
         [--positions 3] [--fer-n 200] [--detectors haar,haar-fast,mtcnn] [--min-faces 0,40]
-        [--accuracy] [--only-fer | --skip-fer]
+        [--accuracy] [--only-fer | --skip-fer | --group | --photo]
 """
 
 from __future__ import annotations
@@ -179,11 +182,30 @@ def main() -> None:
     ap.add_argument("--skip-fer", action="store_true")
     ap.add_argument("--only-fer", action="store_true")
     ap.add_argument("--group", action="store_true", help="only the 4000x3000 group photo")
+    ap.add_argument("--photo", action="store_true", help="only the 640x480 photo (detection time)")
     ap.add_argument("--accuracy", action="store_true", help="FER sets: the shipped model's accuracy")
     args = ap.parse_args()
     cv2.setNumThreads(args.threads)
     shared = Path(args.shared)
     print("hardware:", hardware(args.threads))
+    if args.photo:
+        from bench_inference import photo_640x480
+
+        photo = photo_640x480()
+        print("| detector | min_face | 640x480 photo: faces | median ms | CPU ms |")
+        print("|---|---|---|---|---|")
+        for name in args.detectors.split(","):
+            det = get_detector(name)
+            for mf in (int(v) for v in args.min_faces.split(",")):
+                n = len(det.detect(photo, mf))
+                walls, c0 = [], time.process_time()
+                for _ in range(30):
+                    t0 = time.perf_counter()
+                    det.detect(photo, mf)
+                    walls.append(1000 * (time.perf_counter() - t0))
+                cpu = 1000 * (time.process_time() - c0) / 30
+                print(f"| {name} | {mf} | {n} | {np.median(walls):.1f} | {cpu:.1f} |", flush=True)
+        return
     if args.group:
         grid, truth = group_photo(shared)
         print("| detector | min_face | set | faces found | false pos. | median ms | CPU ms |")
