@@ -4,11 +4,13 @@ evaluate, the ensemble path and the Recognizer (torch and onnxruntime), recorded
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from test_light_install import _BLOCKER, REPO, run_light
 
 from ferkit.data.crops import center_crop, crop_offsets, crop_views, mean_over_views, num_views
 from ferkit.data.dataset import build_dataset
@@ -229,3 +231,35 @@ def test_recorded_test_time_views_are_the_default(tmp_path):
     if onnx_available():
         onnx = export_model(out, "onnx", tmp_path / "ten.onnx", check=False)["path"]
         assert Recognizer.from_pretrained(onnx, detector="none").tta == "ten-crop"
+
+
+@pytest.fixture(scope="module")
+def light_env(tmp_path_factory):
+    """test_light_install's environment: torch and the other train extras unimportable."""
+    site = tmp_path_factory.mktemp("light-site")
+    (site / "sitecustomize.py").write_text(_BLOCKER)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO / "src")])}
+
+
+def test_onnx_ten_crop_runs_without_torch(tmp_path, light_env):
+    """The onnxruntime Recognizer cuts the ten crops with numpy only (the light install)."""
+    if not onnx_available():
+        pytest.skip("needs onnx + onnxruntime")
+    from ferkit.inference.export import export_model
+
+    path = tmp_path / "vgg.pt"
+    m = _vgg()
+    save_slim(m, {"model": "vgg-fer", "labels": list(FER7), "model_kwargs": SMALL_VGG}, path)
+    onnx = export_model(path, "onnx", tmp_path / "vgg.onnx", tta="ten-crop", check=False)["path"]
+    faces = np.random.default_rng(1).integers(0, 256, (2, 48, 48), dtype=np.uint8)
+    np.save(tmp_path / "faces.npy", faces)
+    want = _manual_ten_crop(m, torch.from_numpy(faces).float().div(255).unsqueeze(1)).numpy()
+    r = run_light(light_env, f"""
+        import json, numpy as np
+        from ferkit.inference.recognizer import Recognizer
+        rec = Recognizer.from_pretrained({str(onnx)!r}, detector="none")
+        assert rec.backend == "onnx" and rec.tta == "ten-crop", rec
+        print(json.dumps(rec.classify_faces(np.load({str(tmp_path / "faces.npy")!r})).tolist()))
+        """)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert np.allclose(np.array(json.loads(r.stdout.strip().splitlines()[-1])), want, atol=1e-4)
