@@ -38,9 +38,6 @@ KNOWN = {
     ("data/kdef.py", "ferkit.inference.faces"),
     ("data/ravdess.py", "ferkit.inference.faces"),
     ("data/jaffe.py", "ferkit.inference.faces"),
-    # InputConfig validates its tta name with data/crops.py's numpy-only check_mode; that
-    # helper belongs beside InputConfig (below both), not in data/.
-    ("models/input_config.py", "ferkit.data.crops"),
 }
 
 

@@ -12,29 +12,19 @@ The geometry is torchvision's ``five_crop`` / ``ten_crop`` (centre offset
 ``round((side - size) / 2)``). The functions work unchanged on numpy arrays and
 torch tensors of shape (N, C, H, W), so the onnxruntime Recognizer (numpy, no
 torch), the torch Recognizer and ``ferkit evaluate`` use the same code; this
-module imports neither torch nor anything above ``ferkit.data``.
+module imports neither torch nor anything above ``ferkit.data`` (the mode names come from
+``ferkit.models.input_config``, beside the InputConfig that records a default).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-#: Test-time view sets by name (None = one view).
-TTA_MODES = ("none", "mirror", "ten-crop")
+from ferkit.models.input_config import TTA_MODES, check_tta_mode  # noqa: F401 - re-exported
 
-
-def check_mode(mode: str | None) -> str:
-    """Normalise a test-time mode name; ``None`` and ``"none"`` mean one view.
-
-    Raises:
-        ValueError: an unknown name.
-    """
-    mode = "none" if mode in (None, "", "off") else str(mode).lower().replace("_", "-")
-    if mode in ("tencrop", "10-crop"):
-        mode = "ten-crop"
-    if mode not in TTA_MODES:
-        raise ValueError(f"unknown test-time mode {mode!r}; choose from {', '.join(TTA_MODES)}")
-    return mode
+# The mode names live beside InputConfig (which records a file's default mode); both
+# modules are free of torch.
+check_mode = check_tta_mode
 
 
 def crop_offsets(side: int, size: int) -> list[tuple[int, int]]:

@@ -9,6 +9,23 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+#: Test-time view sets by name (:func:`ferkit.data.crops.crop_views` makes them).
+TTA_MODES = ("none", "mirror", "ten-crop")
+
+
+def check_tta_mode(mode: str | None) -> str:
+    """Normalise a test-time mode name; ``None``, "" and "off" mean "none" (one view).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    mode = "none" if mode in (None, "", "off") else str(mode).lower().replace("_", "-")
+    if mode in ("tencrop", "10-crop"):
+        mode = "ten-crop"
+    if mode not in TTA_MODES:
+        raise ValueError(f"unknown test-time mode {mode!r}; choose from {', '.join(TTA_MODES)}")
+    return mode
+
 
 @dataclass(frozen=True)
 class InputConfig:
@@ -24,7 +41,7 @@ class InputConfig:
     Khaireddin & Chen (2021) train their FER2013 VGG on 40x40 crops of the 48x48 faces.
 
     ``tta`` (optional) is the test-time view set a model file asks for by default:
-    ``"mirror"`` or ``"ten-crop"`` (:data:`ferkit.data.crops.TTA_MODES`); the
+    ``"mirror"`` or ``"ten-crop"`` (:data:`TTA_MODES`); the
     Recognizer uses it unless told otherwise. ``ferkit export --tta`` records it.
 
     Raises:
@@ -40,9 +57,7 @@ class InputConfig:
 
     def __post_init__(self):
         if self.tta is not None:
-            from ferkit.data.crops import check_mode  # numpy-only module, no cycle
-
-            mode = check_mode(self.tta)
+            mode = check_tta_mode(self.tta)
             object.__setattr__(self, "tta", None if mode == "none" else mode)
         if self.crop_from is not None and int(self.crop_from) < self.size:
             raise ValueError(f"crop_from={self.crop_from} is smaller than the input size {self.size}")
