@@ -60,6 +60,9 @@ def test_require_levels_raise_one_line_errors():
     with pytest.raises(FerkitError, match=r"do not fit Sequential \(2 missing, e.g. \['3.weight', '3.bias'\]"):
         load_weights(_net(), partial, require="all")
     assert load_weights(_net(), partial, require="all", optional=("3.*",)).missing == ["3.weight", "3.bias"]
+    # A file of other things under the model's names is refused, not an AttributeError.
+    with pytest.raises(FerkitError, match="2 misshaped"):
+        load_weights(_net(), {**src, "3.weight": "text", "3.bias": 3}, require="all")
     with pytest.raises(FerkitError, match="1 unexpected.*; is it ours"):
         load_weights(_net(), {**src, "z": torch.zeros(1)}, require="exact", hint="is it ours?")
 

@@ -138,7 +138,7 @@ def load_weights(
     for k in keys:
         if k not in state:
             rep.missing.append(k)
-        elif tuple(state[k].shape) != tuple(own[k].shape):
+        elif not isinstance(state[k], torch.Tensor) or tuple(state[k].shape) != tuple(own[k].shape):
             rep.mismatched.append(k)
         else:
             rep.loaded.append(k)
