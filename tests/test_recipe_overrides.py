@@ -279,3 +279,16 @@ def test_evaluating_a_run_on_another_layout_drops_the_runs_source_options(tmp_pa
     args = argparse.Namespace(checkpoint=[str(run / "best.ckpt")], data=str(data), split="all", dataset="folders",
                               val_fraction=None, no_progress=True, strict=False)
     assert len(_split_dataset(args, list(FER7), 48, 1)) == 14
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "default", "--data", ".", "--batch-size", "0"],
+    ["compare", "default", "--data", ".", "--batch-size", "-1"],
+    ["robustness", "default", "--data", ".", "--limit", "0"],
+    ["denoise-preview", "x.ckpt", "--data", ".", "--n", "0"],
+])
+def test_other_commands_check_their_numbers_at_parse_time(argv, capsys):
+    """evaluate --batch-size 0 was a ValueError traceback from the DataLoader."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err

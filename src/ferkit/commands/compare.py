@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ferkit.commands._args import positive_int
+
 
 def add_parser(sub):
     from ferkit.commands.evaluate import parse_tta
@@ -40,7 +42,7 @@ def add_parser(sub):
         help="also report video-level accuracy (mean frame probability; RAVDESS frames)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)

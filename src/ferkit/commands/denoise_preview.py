@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from ferkit.commands._args import positive_int
+
 
 def add_parser(sub):
     p = sub.add_parser(
@@ -20,12 +22,12 @@ def add_parser(sub):
     p.add_argument("--dataset", help="force the dataset layout (default: auto-detect)")
     p.add_argument("--split", default="test", help="split (default: test = PublicTest for FER2013)")
     p.add_argument("--out", default="denoise_preview.png", help="PNG grid path (a .json is written beside it)")
-    p.add_argument("--n", type=int, default=8, help="faces in the grid (default: 8)")
+    p.add_argument("--n", type=positive_int, default=8, help="faces in the grid (default: 8)")
     p.add_argument("--distortion", default="random-gray:3", metavar="NAME:SEVERITY",
                    help="distortion to remove (default: random-gray:3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the distorted copy (default: 0)")
-    p.add_argument("--limit", type=int, help="measure PSNR/SSIM on only N evenly spaced images")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=positive_int, help="measure PSNR/SSIM on only N evenly spaced images")
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from ferkit.commands._args import positive_int
+
 
 def parse_tta(value: str) -> int | str:
     """The ``--tta`` option: a number K of augmented copies (0 = mirror only) or "ten-crop".
@@ -52,7 +54,7 @@ def add_parser(sub):
                    help="evaluate on distorted faces, e.g. random-gray:3 (see 'ferkit robustness')")
     p.add_argument("--distortion-seed", type=int, default=0, help="seed of the distorted copy (default: 0)")
     p.add_argument("--strict", action="store_true", help="error on classes outside the model's labels")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ferkit.commands._args import positive_int
+
 
 def add_parser(sub):
     p = sub.add_parser(
@@ -24,9 +26,9 @@ def add_parser(sub):
     p.add_argument("--out", default="robustness", help="output folder (default: ./robustness)")
     p.add_argument("--severities", default="1,2,3,4,5", help="comma-separated severities 1..5 (default: all)")
     p.add_argument("--distortions", help="comma-separated distortion names (default: all)")
-    p.add_argument("--limit", type=int, help="evaluate only N evenly spaced images (quick runs)")
+    p.add_argument("--limit", type=positive_int, help="evaluate only N evenly spaced images (quick runs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the distorted copies (default: 0)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ferkit.commands._args import positive_int
+
 OVERRIDE_RULE = """\
 how recipe values resolve (later rows win):
   1. the recipe file (or the run's config.yaml with --resume)
@@ -50,7 +52,7 @@ def add_parser(sub):
                    help="training time budget: the run times its own epochs and shortens itself (and "
                    "its cosine schedule) to end within it; sets the recipe field max_time")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
-    p.add_argument("--devices", type=_positive_int, default=1,
+    p.add_argument("--devices", type=positive_int, default=1,
                    help="processes/GPUs; >1 uses DDP (default: 1)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last.ckpt")
     p.add_argument("--limit-batches", type=_batch_limit,
@@ -62,16 +64,6 @@ def add_parser(sub):
 
 def argparse_bool():
     return argparse.BooleanOptionalAction
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
-    return v
 
 
 def _batch_limit(text: str) -> float | int:
