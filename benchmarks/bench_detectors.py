@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferkit.inference.faces import FaceDetector, HaarDetector, MtcnnDetector
+from ferkit.faces import FaceDetector, HaarDetector, MtcnnDetector
 
 REPO = Path(__file__).resolve().parents[1]
 

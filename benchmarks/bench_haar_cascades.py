@@ -34,7 +34,7 @@ from bench_detectors import load_kdef, load_ravdess
 from bench_haar_scale import FACE, FACE_BOX, centred, centred_hits, fer_faces
 from bench_inference import hardware, photo_640x480
 
-from ferkit.inference.faces import FRONTAL_CASCADES, HaarDetector
+from ferkit.faces import FRONTAL_CASCADES, HaarDetector
 from ferkit.inference.recognizer import Recognizer
 
 

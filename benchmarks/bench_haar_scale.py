@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detectors import load_kdef, load_ravdess
 from bench_inference import hardware, photo_640x480
 
-from ferkit.inference.faces import HaarDetector
+from ferkit.faces import HaarDetector
 
 FACE = 144  # FER2013 faces are upscaled to this side ...
 FACE_BOX = (88, 48, FACE, FACE)  # ... and placed here on a 320x240 mid-gray canvas (x, y, w, h)

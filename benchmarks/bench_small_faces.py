@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import hardware
 
-from ferkit.inference.faces import HaarDetector, get_detector, iou
+from ferkit.faces import HaarDetector, get_detector, iou
 
 CANVASES = [(4000, 3000), (1000, 750)]
 FACE_SIDES = [400, 300, 200, 120, 40]

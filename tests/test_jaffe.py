@@ -77,7 +77,7 @@ def test_train_split_note_and_val_by_poser(tmp_path):
 
 def test_face_crop_auto_and_required(tmp_path, monkeypatch):
     root = write_jaffe(tmp_path / "j", subjects=("KA",), reps=1)
-    monkeypatch.setitem(sys.modules, "ferkit.inference.faces", None)  # detection unavailable
+    monkeypatch.setitem(sys.modules, "ferkit.faces", None)  # detection unavailable
     idx = index_jaffe(root, "test")  # auto: whole images, with a note
     assert len(idx) == 7 and any("whole images" in n for n in idx.notes)
     with pytest.raises(FerkitError, match="face_crop"):
@@ -85,7 +85,7 @@ def test_face_crop_auto_and_required(tmp_path, monkeypatch):
 
 
 def test_face_crop_with_detector_keeps_faceless_images(tmp_path):
-    pytest.importorskip("ferkit.inference.faces", reason="face detection module not available")
+    pytest.importorskip("ferkit.faces", reason="face detection module not available")
     root = write_jaffe(tmp_path / "j", subjects=("KA",), reps=1)
     idx = index_jaffe(root, "test", face_crop=True)
     img = idx.loader(idx.items[0])  # noise has no face: the whole image is kept

@@ -76,7 +76,7 @@ def test_real_photos(shared_fixtures):
 
 
 def test_real_photos_face_crop(shared_fixtures):
-    pytest.importorskip("ferkit.inference.faces", reason="face detection module not available")
+    pytest.importorskip("ferkit.faces", reason="face detection module not available")
     idx = index_kdef(shared_fixtures / "kdef", "all", angles=["S"], face_crop=True)
     crop = idx.loader(idx.items[0])
     # The face of a 562x762 portrait is a fraction of the frame, cropped square.
@@ -148,7 +148,7 @@ def test_face_crop_missing_module_is_a_clear_error(tmp_path, monkeypatch):
     import sys
 
     root = write_kdef(tmp_path / "k", subjects=("F01", "M01"), sessions=("A",), angles=("S",))
-    monkeypatch.setitem(sys.modules, "ferkit.inference.faces", None)  # import now raises ImportError
+    monkeypatch.setitem(sys.modules, "ferkit.faces", None)  # import now raises ImportError
     with pytest.raises(FerkitError, match="face detection"):
         index_kdef(root, "all", face_crop=True)
 

@@ -170,12 +170,12 @@ def test_random_frame_split_warns_and_leaks(corpus):
 
 def test_face_crop_needs_detector(corpus, monkeypatch):
     try:
-        import ferkit.inference.faces  # noqa: F401
+        import ferkit.faces  # noqa: F401
     except ImportError:
         with pytest.raises(FerkitError, match="face detector"):
             load_index(corpus, "all", "ravdess", face_crop=True)
         return
-    from ferkit.inference import faces
+    from ferkit import faces
 
     monkeypatch.setattr(faces, "detect_faces", lambda img: [(8, 4, 20, 30)])
     idx = load_index(corpus, "all", "ravdess", face_crop=True, every=100)

@@ -63,7 +63,7 @@ def add_parser(sub):
         help="inference engine (default auto: onnxruntime on the CPU, about 4x PyTorch's CPU "
         "speed, same scores to 1e-4; torch on a GPU; torch needs the ferkit[train] extra)",
     )
-    from ferkit.inference.faces import DEFAULT_MIN_FACE, detector_help
+    from ferkit.faces import DEFAULT_MIN_FACE, detector_help
 
     p.add_argument("--detector", default="default", help=f"face detector: {detector_help()}")
     p.add_argument(
@@ -236,7 +236,7 @@ class _Job:
     def images(self, chunk, bar):
         """Decode, detect and classify a chunk of images (one forward pass for all faces)."""
         from ferkit.errors import FerkitError
-        from ferkit.inference.faces import CropHintWarning, looks_like_crop
+        from ferkit.faces import CropHintWarning, looks_like_crop
         from ferkit.inference.outputs import AnalysisError
 
         arrays, names = [], []

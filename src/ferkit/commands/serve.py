@@ -28,7 +28,7 @@ def add_parser(sub):
     p.add_argument("--model", default="default", help="'default' (shipped model) or a checkpoint path")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
                    help="inference backend (default auto: onnxruntime on the CPU when installed, else torch)")
-    from ferkit.inference.faces import DEFAULT_MIN_FACE, detector_help
+    from ferkit.faces import DEFAULT_MIN_FACE, detector_help
 
     p.add_argument("--detector", default="default", help=f"face detector: {detector_help()}")
     p.add_argument("--min-face", type=int, default=None, metavar="PX",

@@ -15,11 +15,13 @@ import re
 import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ferkit.errors import DataError
+
+# The two pixel helpers live with the one face cropper (below data/); re-exported here.
+from ferkit.faces.framing import convert_channels, resize_square  # noqa: F401
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
@@ -258,25 +260,3 @@ def decode_image(src, channels: int | None = None) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return convert_channels(arr, channels)
-
-
-def convert_channels(arr: np.ndarray, channels: int | None) -> np.ndarray:
-    """Gray <-> RGB on a uint8 (H, W, C) array."""
-    c = arr.shape[2]
-    if channels is None or channels == c:
-        return np.ascontiguousarray(arr)
-    if channels == 1 and c == 3:
-        return cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2GRAY)[:, :, None]
-    if channels == 3 and c == 1:
-        return np.repeat(arr, 3, axis=2)
-    raise ValueError(f"cannot convert {c} channels to {channels}")
-
-
-def resize_square(arr: np.ndarray, size: int) -> np.ndarray:
-    """Resize (H, W, C) uint8 to (size, size, C); area interpolation when shrinking."""
-    h, w = arr.shape[:2]
-    if (h, w) == (size, size):
-        return arr
-    interp = cv2.INTER_AREA if min(h, w) > size else cv2.INTER_LINEAR
-    out = cv2.resize(arr, (size, size), interpolation=interp)
-    return out[:, :, None] if out.ndim == 2 else out

@@ -14,11 +14,14 @@ JAFFE is a classic *cross-dataset* test set: it has no official split, so
 Faces fill most of the frame but sit on a background with hair and shoulders, so
 the loader crops the face (option ``face_crop``):
 
-* ``"auto"`` (default): crop with :func:`ferkit.inference.faces.detect_faces`
+* ``"auto"`` (default): crop with :func:`ferkit.faces.detect_faces`
   when that module is available; otherwise use whole images and say so in a
   note (whole JAFFE images still classify, a little worse).
 * ``True``: crop, and raise :class:`FerkitError` if detection is unavailable.
 * ``False``: whole images.
+
+``face_margin`` (default :data:`ferkit.faces.PORTRAIT_MARGIN`, 0.1, as KDEF): the
+border kept around the detector box, per side as a fraction of the box side.
 
 A photo in which no face is detected is kept whole rather than dropped, so the
 test set keeps its 213 items.
@@ -32,7 +35,7 @@ from collections import Counter
 from pathlib import Path
 
 from ferkit.data.images import decode_image, is_image_file
-from ferkit.data.kdef import FaceCropLoader
+from ferkit.data.kdef import FaceCropLoader, _crop_key
 from ferkit.data.sources import Index, file_fingerprint, register_source
 from ferkit.errors import DataError, FerkitError
 
@@ -85,11 +88,11 @@ def _resolve_crop(face_crop) -> tuple[bool, str | None]:
     if face_crop in (False, "false", "no", 0):
         return False, None
     try:
-        from ferkit.inference.faces import detect_faces  # noqa: F401
+        from ferkit.faces import detect_faces  # noqa: F401
     except ImportError:
         if face_crop in ("auto", None):
-            return False, "JAFFE: face detection (ferkit.inference.faces) unavailable, using whole images"
-        raise FerkitError("JAFFE face_crop=True needs ferkit.inference.faces, which is unavailable") from None
+            return False, "JAFFE: face detection (ferkit.faces) unavailable, using whole images"
+        raise FerkitError("JAFFE face_crop=True needs ferkit.faces, which is unavailable") from None
     return True, None
 
 
@@ -97,10 +100,10 @@ def _resolve_crop(face_crop) -> tuple[bool, str | None]:
     "jaffe",
     splits=("all", "test", "train"),
     detect=_is_jaffe,
-    description="JAFFE flat folder of KA.AN1.39.tiff photos (cross-dataset test set; option face_crop)",
+    description="JAFFE flat folder of KA.AN1.39.tiff photos (cross-dataset test set; options face_crop, face_margin)",
     priority=20,
 )
-def index_jaffe(root, split: str = "test", *, face_crop="auto", **_) -> Index:
+def index_jaffe(root, split: str = "test", *, face_crop="auto", face_margin: float | None = None, **_) -> Index:
     """Index JAFFE; every split holds all photos (see the module docstring)."""
     if split not in ("all", "test", "train"):
         raise DataError(f"JAFFE has no split {split!r}; it is one set: use all or test")
@@ -123,6 +126,7 @@ def index_jaffe(root, split: str = "test", *, face_crop="auto", **_) -> Index:
     if not paths:
         raise DataError(f"{root}: no JAFFE photos (names like KA.AN1.39.tiff)")
     crop, note = _resolve_crop(face_crop)
+    loader = FaceCropLoader(face_margin) if crop else _whole
     notes = [note] if note else []
     if split == "train":
         notes.append("JAFFE has no official split: 'train' holds every photo")
@@ -132,8 +136,8 @@ def index_jaffe(root, split: str = "test", *, face_crop="auto", **_) -> Index:
         split=split,
         items=paths,
         labels=[m["label"] for m in meta],
-        loader=FaceCropLoader() if crop else _whole,
-        fingerprint=file_fingerprint(paths, extra=f"jaffe|crop={crop}"),
+        loader=loader,
+        fingerprint=file_fingerprint(paths, extra=_crop_key("jaffe", loader)),
         groups=[m["subject"] for m in meta],
         skipped=dict(skipped),
         notes=notes,

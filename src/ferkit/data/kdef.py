@@ -21,8 +21,11 @@ Source options (recipe ``source_options`` or keyword arguments):
   the paper's per-photo 80/20 split, stratified by emotion.
 * ``test_fraction`` (0.2) and ``split_seed`` (0).
 * ``face_crop`` (False): crop the largest face found by
-  :func:`ferkit.inference.faces.detect_faces` (photos with no detected face are
+  :func:`ferkit.faces.detect_faces` (photos with no detected face are
   kept whole). Raises :class:`FerkitError` when face detection is unavailable.
+* ``face_margin`` (:data:`ferkit.faces.PORTRAIT_MARGIN`, 0.1): the border kept around
+  the detector box with ``face_crop``, per side as a fraction of the box side
+  (:mod:`ferkit.faces.framing` says why portraits get one).
 
 Splits: ``train``, ``test``, ``all``. ``val`` is carved from ``train`` by the
 dataset layer (by actor with ``group_val: true``). ``groups`` = actor id.
@@ -89,40 +92,52 @@ def subject_split(subjects: list[str], test_fraction: float, seed: int = 0) -> s
 
 
 def face_detector():
-    """``ferkit.inference.faces.detect_faces`` or a FerkitError saying it is missing."""
+    """``ferkit.faces.detect_faces`` or a FerkitError saying it is missing."""
     try:
-        from ferkit.inference.faces import detect_faces
+        from ferkit.faces import detect_faces
     except ImportError as e:
-        raise FerkitError(f"face_crop needs face detection (ferkit.inference.faces), unavailable: {e}") from None
+        raise FerkitError(f"face_crop needs face detection (ferkit.faces), unavailable: {e}") from None
     return detect_faces
 
 
 class FaceCropLoader:
     """Decode a photo and crop its largest detected face (kept whole when none is found).
 
-    A class rather than a closure so the loader pickles into DataLoader workers.
+    A class rather than a closure so the loader pickles into DataLoader workers. The
+    crop is :func:`ferkit.faces.face_square` (the one cropper the Recognizer uses too)
+    at the photo's own resolution; the decode cache resizes it to the model's frame.
 
     Args:
         margin: extra border around the detected box, as a fraction of its side
-            (detectors cut tight; the brow and chin carry expression).
+            (default :data:`ferkit.faces.PORTRAIT_MARGIN`: detectors cut tight; the
+            brow and chin carry expression).
+
+    Raises:
+        FerkitError: face detection is unavailable. ValueError: a margin outside [0, 1].
     """
 
-    def __init__(self, margin: float = 0.1):
-        self.margin = margin
+    def __init__(self, margin: float | None = None):
         face_detector()  # fail at indexing time, not mid-decode
+        from ferkit.faces.framing import PORTRAIT_MARGIN, check_margin
+
+        self.margin = check_margin(PORTRAIT_MARGIN if margin is None else margin, DataError)
 
     def __call__(self, path) -> np.ndarray:
-        from ferkit.inference.faces import crop_face
-        from ferkit.models.input_config import InputConfig
+        from ferkit.faces.framing import face_square, largest_box
 
         img = decode_image(path, 3)
-        boxes = face_detector()(img)
-        if not boxes:
-            return img
-        x, y, w, h = max(boxes, key=lambda b: b[2] * b[3])
-        # Crop at native resolution (size = the crop's own side): the decode cache resizes later.
-        side = max(1, round(max(w, h) * (1 + 2 * self.margin)))
-        return crop_face(img, (x, y, w, h), InputConfig(size=side, channels=3), margin=self.margin)
+        box = largest_box(face_detector()(img))
+        return img if box is None else np.ascontiguousarray(face_square(img, box, self.margin))
+
+
+def _crop_key(source: str, loader) -> str:
+    """The cache-key part that says how faces were cut (the default margin keeps old keys)."""
+    from ferkit.faces.framing import PORTRAIT_MARGIN
+
+    if not isinstance(loader, FaceCropLoader):
+        return f"{source}|crop=False"
+    key = f"{source}|crop=True"
+    return key if loader.margin == PORTRAIT_MARGIN else f"{key}|margin={loader.margin!r}"
 
 
 def _path_loader(path) -> np.ndarray:
@@ -175,11 +190,13 @@ def _is_kdef(p: Path) -> bool:
     "kdef",
     splits=("train", "test", "all"),
     detect=_is_kdef,
-    description="KDEF photos (KDEF/<AF01>/AF01ANS.JPG...); options angles, split_mode subject|random, face_crop",
+    description="KDEF photos (KDEF/<AF01>/AF01ANS.JPG...); options angles, split_mode subject|random, face_crop, "
+                "face_margin",
     priority=20,
 )
 def index_kdef(root, split: str = "train", *, angles=None, split_mode: str = "subject",
-               test_fraction: float = 0.2, split_seed: int = 0, face_crop: bool = False, **_) -> Index:
+               test_fraction: float = 0.2, split_seed: int = 0, face_crop: bool = False,
+               face_margin: float | None = None, **_) -> Index:
     """Index a KDEF split (see the module docstring for the options)."""
     if split not in ("train", "test", "all"):
         raise DataError(f"KDEF has no split {split!r}; choose train, test, all (val is carved from train)")
@@ -211,7 +228,7 @@ def index_kdef(root, split: str = "train", *, angles=None, split_mode: str = "su
         paths, meta = [paths[i] for i in sel], [meta[i] for i in sel]
         if not paths:
             raise DataError(f"{root}: KDEF split {split!r} is empty ({split_mode} split of too few photos/actors)")
-    loader = FaceCropLoader() if face_crop else _path_loader
+    loader = FaceCropLoader(face_margin) if face_crop else _path_loader
     return Index(
         source="kdef",
         root=str(root),
@@ -220,7 +237,7 @@ def index_kdef(root, split: str = "train", *, angles=None, split_mode: str = "su
         labels=[m["label"] for m in meta],
         loader=loader,
         # Cropping changes the pixels without touching the files: it must change the cache key.
-        fingerprint=file_fingerprint(paths, extra=f"kdef|crop={bool(face_crop)}"),
+        fingerprint=file_fingerprint(paths, extra=_crop_key("kdef", loader)),
         groups=[m["subject"] for m in meta],
         skipped=dict(skipped),
         notes=notes,

@@ -23,6 +23,10 @@ files and the options. Source options (recipe ``source_options``):
   ``[1]``, speech) -- Ayadi & Lachiri's selection; the test fixture is
   full-AV (``01-01-...``), so pass ``modalities: [1, 2]`` to include it;
 * ``every`` (10), ``max_frames`` per video (none), ``face_crop`` (false);
+* ``face_margin`` (:data:`ferkit.faces.VIDEO_MARGIN`, 0.05, i.e. the box side x 1.1):
+  the border kept around the detector box with ``face_crop``, per side as a fraction
+  of the box side; the crop is :func:`ferkit.faces.face_square`, the cropper the
+  Recognizer uses;
 * ``classes``: 8 (all) or 6 (the paper's neutral, calm, happy, sad, angry,
   fearful). ``calm`` is not a FER7 class: recipes must set ``labels`` to
   :data:`RAVDESS6` or :data:`RAVDESS8`;
@@ -144,9 +148,14 @@ class FrameReader:
     per item.
     """
 
-    def __init__(self, face_crop: bool = False):
+    def __init__(self, face_crop: bool = False, margin: float | None = None):
         self.path, self.cap, self.pos = None, None, 0
         self.detect = _face_detector() if face_crop else None
+        self.margin = None
+        if face_crop:
+            from ferkit.faces.framing import VIDEO_MARGIN, check_margin
+
+            self.margin = check_margin(VIDEO_MARGIN if margin is None else margin, DataError)
 
     def _open(self, path: str) -> None:
         if self.cap is not None:
@@ -179,25 +188,20 @@ class FrameReader:
             s = min(h, w)  # the face sits in the middle of RAVDESS frames: centre square
             y0, x0 = (h - s) // 2, (w - s) // 2
             return np.ascontiguousarray(rgb[y0 : y0 + s, x0 : x0 + s])
-        boxes = self.detect(rgb)
-        if not boxes:
+        from ferkit.faces.framing import face_square, largest_box
+
+        box = largest_box(self.detect(rgb))
+        if box is None:
             raise ImageDecodeError(f"{path}: no face in frame {frame}")
-        x, y, bw, bh = max(boxes, key=lambda b: b[2] * b[3])
-        s = int(max(bw, bh) * 1.1)  # a little context around the detector's box
-        cx, cy = x + bw // 2, y + bh // 2
-        x0, y0 = max(0, cx - s // 2), max(0, cy - s // 2)
-        crop = rgb[y0 : min(h, y0 + s), x0 : min(w, x0 + s)]
-        if crop.size == 0:
-            raise ImageDecodeError(f"{path}: empty face box in frame {frame}")
-        return np.ascontiguousarray(crop)
+        return np.ascontiguousarray(face_square(rgb, box, self.margin))
 
 
 def _face_detector():
     try:
-        from ferkit.inference.faces import detect_faces
+        from ferkit.faces import detect_faces
     except ImportError:
         raise FerkitError(
-            "ravdess: face_crop needs the project's face detector (ferkit.inference.faces), which is "
+            "ravdess: face_crop needs the project's face detector (ferkit.faces), which is "
             "not available in this installation; use face_crop: false (centre square)"
         ) from None
     return detect_faces
@@ -258,6 +262,7 @@ def index_ravdess(
     every: int = 10,
     max_frames: int | None = None,
     face_crop: bool = False,
+    face_margin: float | None = None,
     classes: int = 8,
     val_actors=VAL_ACTORS,
     test_actors=TEST_ACTORS,
@@ -277,7 +282,7 @@ def index_ravdess(
     if split not in ("train", "val", "test", "all"):
         raise DataError(f"ravdess has splits train, val, test, all (got {split!r})")
     mods, chans = _ints(modalities, "modalities"), _ints(vocal_channels, "vocal_channels")
-    reader = FrameReader(face_crop=bool(face_crop))  # fails early when the detector is missing
+    reader = FrameReader(face_crop=bool(face_crop), margin=face_margin)  # fails early without a detector
     actors = None if random_frames else _actor_split(split, val_actors, test_actors)
 
     videos, skipped = scan_videos(root_p)
@@ -313,6 +318,8 @@ def index_ravdess(
         "every": int(every),
         "max_frames": max_frames,
         "face_crop": bool(face_crop),
+        # The one cropper (face_square) replaced this loader's own clipped crop: new key.
+        **({"face_margin": reader.margin} if face_crop else {}),
         "classes": int(classes),
         "random_frames": bool(random_frames),
         "actors": sorted(actors) if actors is not None else None,

@@ -19,7 +19,7 @@ than :data:`ferkit.data.images.MAX_PIXELS` are refused from their header, before
 their pixels are decoded.
 
 Thread safety: one Recognizer (and any detector from
-:mod:`ferkit.inference.faces`) may be shared by many threads; results equal serial
+:mod:`ferkit.faces`) may be shared by many threads; results equal serial
 ones. Video helpers that follow one stream (``IouTracker``) hold per-stream state:
 use one per stream.
 
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.errors import FerkitError
-from ferkit.inference.faces import (
+from ferkit.faces import (
     CROP_HINT,
     FER_MARGIN,
     Box,
@@ -178,7 +178,7 @@ class Recognizer:
                 about 0.9 points on FER2013 PublicTest, the classifier does twice the work).
             min_face: smallest face side in pixels of the input image that detection
                 must find, at any image size (default 40,
-                :data:`ferkit.inference.faces.DEFAULT_MIN_FACE`). Smaller values cost
+                :data:`ferkit.faces.DEFAULT_MIN_FACE`). Smaller values cost
                 detection time on large photos (docs/face-detection.md has figures);
                 0 detects on a copy shrunk to 320 px only (fastest, big faces only).
             tta: test-time views, overriding what the model file records: "none",

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ferkit.errors import DataError
-from ferkit.inference.faces import Box, iou
+from ferkit.faces import Box, iou
 from ferkit.inference.inputs import VIDEO_EXTENSIONS, is_video_file, sniff_media
 
 __all__ = [

@@ -1,0 +1,101 @@
+"""Face framing lives below every layer: one cropper, each loader's margin explicit.
+
+The KDEF/JAFFE/RAVDESS loaders and the Recognizer cut faces with the same function
+(:func:`ferkit.faces.face_square`), so one box and one margin give one crop whichever
+path asks for it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ferkit import faces
+from ferkit.errors import DataError
+from ferkit.faces import PORTRAIT_MARGIN, VIDEO_MARGIN, crop_face, face_square, square_around
+from ferkit.models.input_config import InputConfig
+
+BOX = (14, 9, 30, 36)  # a non-square box, so the square's side comes from the longer side
+
+
+def _photo(h=90, w=70, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_the_old_name_is_the_same_api():
+    import ferkit.inference.faces as old
+    import ferkit.inference.mtcnn as old_mtcnn
+    from ferkit.faces import mtcnn
+
+    assert old.get_detector is faces.get_detector and old.crop_face is faces.crop_face
+    assert old._DETECTORS is faces.registry._DETECTORS and old_mtcnn.detect is mtcnn.detect
+    assert set(faces.__all__) <= set(dir(old))
+
+
+def test_square_around_centres_on_the_box_and_rounds():
+    # box centre (29, 27), longer side 36; margin 0.1 -> side 43.2 -> 43 pixels
+    assert square_around(BOX, 0.1) == (round(29 - 21.6), round(27 - 21.6), 43)
+    assert square_around(BOX, 0.0) == (11, 9, 36)
+
+
+def test_face_square_replicates_the_edge_outside_the_image():
+    img = _photo()
+    sq = face_square(img, (0, 0, 20, 20), 0.5)  # reaches 10 px above and left of the image
+    assert sq.shape == (40, 40, 3)
+    assert (sq[:10, 10] == img[0, 0]).all() and (sq[10:, 10:] == img[:30, :30]).all()
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "wide"])
+def test_bad_margins_are_refused(bad):
+    with pytest.raises(ValueError, match="face margin"):
+        faces.check_margin(bad)
+
+
+def test_kdef_loader_and_recognizer_crop_cut_the_same_face(tmp_path, monkeypatch):
+    """The KDEF face_crop item, decoded for a 48x48 gray model, equals the Recognizer's
+    crop_face of the same photo, box and margin (both call face_square)."""
+    pytest.importorskip("torch", reason="FerDataset needs the train extra")
+    from ferkit.data.dataset import FerDataset, load_index
+
+    img = _photo()
+    d = tmp_path / "KDEF" / "AF01"
+    d.mkdir(parents=True)
+    Image.fromarray(img).save(d / "AF01HAS.png")  # lossless, so the decoded pixels are img
+    (d / "AF01HAS.png").rename(d / "AF01HAS.JPG")  # KDEF names; PIL reads by content
+    monkeypatch.setattr(faces, "detect_faces", lambda image: [BOX])
+    cfg = InputConfig(size=48, channels=1)
+    for margin, opts in ((PORTRAIT_MARGIN, {}), (0.3, {"face_margin": 0.3})):
+        idx = load_index(tmp_path, "all", "kdef", face_crop=True, **opts)
+        assert np.array_equal(idx.loader(idx.items[0]), face_square(img, BOX, margin))
+        ds = FerDataset(idx, cfg.frame, cfg.channels, ["happy"], use_cache=False, progress=False)
+        assert np.array_equal(ds.images[0], crop_face(img, BOX, cfg, margin=margin))
+
+
+def test_loader_margins_are_source_options_and_change_the_cache_key(tmp_path, monkeypatch):
+    from ferkit.data.kdef import index_kdef
+
+    d = tmp_path / "KDEF" / "AF01"
+    d.mkdir(parents=True)
+    Image.fromarray(_photo()).save(d / "AF01HAS.JPG")
+    monkeypatch.setattr(faces, "detect_faces", lambda image: [BOX])
+    plain = index_kdef(tmp_path, "all", face_crop=True)
+    assert plain.loader.margin == PORTRAIT_MARGIN
+    # the default margin keeps the key caches were written under before the option existed
+    assert index_kdef(tmp_path, "all", face_crop=True, face_margin=0.1).fingerprint == plain.fingerprint
+    assert index_kdef(tmp_path, "all", face_crop=True, face_margin=0.2).fingerprint != plain.fingerprint
+    with pytest.raises(DataError, match="face margin"):
+        index_kdef(tmp_path, "all", face_crop=True, face_margin=2)
+
+
+def test_ravdess_frames_use_the_one_cropper(monkeypatch):
+    from ferkit.data.ravdess import FrameReader
+
+    monkeypatch.setattr(faces, "detect_faces", lambda image: [BOX])
+    frame = _photo()
+    reader = FrameReader(face_crop=True)
+    assert reader.margin == VIDEO_MARGIN
+    assert np.array_equal(reader._crop(frame, "v.mp4", 0), face_square(frame, BOX, VIDEO_MARGIN))
+    # a box at the frame's edge gives a square (edge replicated), not a clipped rectangle
+    monkeypatch.setattr(faces, "detect_faces", lambda image: [(50, 60, 20, 30)])
+    assert FrameReader(face_crop=True)._crop(frame, "v.mp4", 0).shape == (33, 33, 3)
