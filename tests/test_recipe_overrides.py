@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,22 @@ def test_other_commands_check_their_numbers_at_parse_time(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("policy", "msg"), [
+    ({"progressive": {"until": "backbone", "unfreez": {1: "head"}}}, "progressive has no key(s) unfreez"),
+    ({"progressive": {"until": "backbone", "unfreeze": {"one": "head"}}}, "whole-number epochs"),
+    ({"progressive": {"until": "backbone", "lr_factor": "fast"}}, "number lr_factor"),
+    ({"trainable_last": "two"}, "trainable_last must be a whole number"),
+])
+def test_freeze_policy_mistakes_are_one_line_errors(policy, msg):
+    """A misspelt 'unfreez' never unfroze anything; 'two' or 'fast' were ValueError tracebacks."""
+    from torch import nn
+
+    from ferkit.training.freezing import apply_freeze
+
+    model = nn.Sequential()
+    model.add_module("backbone", nn.Linear(2, 2))
+    model.add_module("head", nn.Linear(2, 2))
+    with pytest.raises(FerkitError, match=re.escape(msg)):
+        apply_freeze(model, policy)

@@ -137,7 +137,9 @@ def apply_freeze(model: nn.Module, policy: dict | None):
         )
     kind, value = next(iter(policy.items()))
     if kind == "trainable_last":
-        freeze_all_but_last(model, int(value))
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FerkitError(f"freeze: trainable_last must be a whole number of modules, got {value!r}")
+        freeze_all_but_last(model, value)
     elif kind == "freeze_until":
         freeze_until(model, str(value))
     else:
@@ -187,7 +189,17 @@ class ProgressiveUnfreeze(_base_finetuning()):
             raise FerkitError(
                 "freeze: progressive needs {until: MODULE, unfreeze: {EPOCH: MODULE}}"
             )
-        return cls(spec["until"], spec.get("unfreeze", {}), spec.get("lr_factor", 0.1))
+        unknown = sorted(set(spec) - {"until", "unfreeze", "lr_factor"})
+        if unknown:  # a misspelt 'unfreez' would otherwise never unfreeze anything
+            raise FerkitError(f"freeze: progressive has no key(s) {', '.join(map(str, unknown))} "
+                              "(keys: until, unfreeze, lr_factor)")
+        try:
+            return cls(spec["until"], spec.get("unfreeze", {}), spec.get("lr_factor", 0.1))
+        except (TypeError, ValueError, AttributeError):
+            raise FerkitError(
+                f"freeze: progressive expects unfreeze: {{EPOCH: MODULE}} with whole-number epochs and a "
+                f"number lr_factor, got {spec!r}"
+            ) from None
 
     def freeze_model(self, model: nn.Module) -> None:
         freeze_until(model, self.until)
