@@ -104,3 +104,22 @@ def test_evaluate_sees_exactly_the_faces_the_run_validated_on(tmp_path):
     assert rep["n"] == val["n"] == 21  # 30% of 10 per class, 7 classes
     assert rep["accuracy"] == pytest.approx(val["accuracy"])
     assert rep["loss"] == pytest.approx(val["loss"], rel=1e-4)
+
+
+def test_robustness_and_compare_use_the_runs_validation_split(tmp_path):
+    """Siblings of evaluate: robustness carved 20% (not the run's fraction), compare ignored the
+    run's grouping; all three now read the run's data recipe."""
+    from ferkit.evaluation.compare import evaluate_model
+    from ferkit.evaluation.robustness import robustness_sweep
+
+    data = write_class_tree(tmp_path / "data", n=10)
+    assert main(["train", "boulis-baseline", "--data", str(data), "--out", str(tmp_path / "runs"), *FAST,
+                 "--epochs", "1", "--seed", "3", "--set", "val_fraction=0.3"]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    val = json.loads((run / "summary.json").read_text())["val"]
+    rob = robustness_sweep(run / "best.ckpt", data, split="val", distortions=["random-gray"], severities=[1],
+                           progress=False)
+    assert rob["n"] == val["n"] == 21
+    assert rob["clean"] == pytest.approx(val["accuracy"])
+    rep, ds = evaluate_model(run / "best.ckpt", data, "val", progress=False)
+    assert len(ds) == 21 and rep["accuracy"] == pytest.approx(val["accuracy"])

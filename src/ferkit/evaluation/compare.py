@@ -10,12 +10,11 @@ can be checked on one's own runs. Each column is tagged with the run's
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import yaml
 
-from ferkit.data.dataset import FerDataset, load_index
+from ferkit.data.dataset import FerDataset
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_report, predict_log_probs
 
@@ -61,27 +60,12 @@ def evaluate_model(
     """Evaluate one checkpoint (or ensemble file) on a split; returns (report, dataset)."""
     from ferkit.evaluation.ensemble import Ensemble, make_tta
     from ferkit.models.checkpoint import load_model_any
+    from ferkit.training.datamodule import checkpoint_split
 
     model, spec = load_model_any(str(ref))
-    cfg_recipe = run_config(ref)
-    vf = val_fraction if val_fraction is not None else cfg_recipe.get("val_fraction", 0.1)
-    opts = (
-        dict(cfg_recipe.get("source_options") or {})
-        if source_options is None
-        else dict(source_options)
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # notes/warnings of indexing were shown when training
-        index = load_index(
-            data,
-            split,
-            dataset or cfg_recipe.get("dataset"),
-            val_fraction=vf,
-            seed=cfg_recipe.get("seed", 0),
-            **opts,
-        )
-    cfg = spec["input_config"]
-    ds = FerDataset(index, cfg.frame, cfg.channels, spec["labels"], progress=progress)
+    ds = checkpoint_split(ref, data, split, labels=spec["labels"], input_config=spec["input_config"],
+                          dataset=dataset, val_fraction=val_fraction, source_options=source_options,
+                          progress=progress)
     if isinstance(model, Ensemble):
         logp, y = model.predict_log_probs(ds, batch_size, device, tta_copies=tta, progress=progress)
     else:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import sys
-import warnings
 
 import torch
 
-from ferkit.data.dataset import FerDataset, load_index
 from ferkit.errors import FerkitError
 from ferkit.evaluation.ensemble import Ensemble, make_tta
 from ferkit.evaluation.metrics import classification_report, predict_log_probs
@@ -61,29 +59,13 @@ def spec_kind(spec: dict) -> str:
 
 
 def _split_dataset(args, labels, size: int, channels: int):
-    """The faces to evaluate on.
+    """The faces to evaluate on (see :func:`ferkit.training.datamodule.checkpoint_split`)."""
+    from ferkit.models.input_config import InputConfig
+    from ferkit.training.datamodule import checkpoint_split
 
-    A checkpoint inside a run directory is evaluated on its run's data as training saw it
-    (dataset layout, source options such as face crops, val fraction, grouping, seed), so
-    its ``val`` is exactly the faces training validated on; ``--dataset`` and
-    ``--val-fraction`` still override. Other files use the auto-detected layout.
-    """
-    from ferkit.training.datamodule import run_recipe_of, run_split
-
-    run = run_recipe_of(args.checkpoint[0])
-    if run is not None:
-        given = {"dataset": args.dataset, "val_fraction": args.val_fraction}
-        given = {k: v for k, v in given.items() if v is not None}
-        if given.get("dataset", run[0].dataset) != run[0].dataset:
-            given["source_options"] = {}  # the run's options belong to its own layout (refused by others)
-        recipe = run[0].override(**given)
-        return run_split(recipe, args.data, args.split, labels=labels, size=size, channels=channels,
-                         progress=not args.no_progress, strict=args.strict)
-    val_fraction = args.val_fraction if args.val_fraction is not None else 0.1
-    index = load_index(args.data, args.split, args.dataset, val_fraction=val_fraction, seed=0)
-    for note in index.notes:
-        warnings.warn(note, stacklevel=2)
-    return FerDataset(index, size, channels, labels, strict=args.strict, progress=not args.no_progress)
+    return checkpoint_split(args.checkpoint[0], args.data, args.split, labels=labels,
+                            input_config=InputConfig(size=size, channels=channels), dataset=args.dataset,
+                            val_fraction=args.val_fraction, strict=args.strict, progress=not args.no_progress)
 
 
 def _tta(args):

@@ -24,7 +24,6 @@ import torch
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
-from ferkit.data.dataset import FerDataset, load_index
 from ferkit.data.distortions import DISTORTIONS, SEVERITIES, parse_distortion
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import predict_log_probs
@@ -40,11 +39,14 @@ def _limit(ds, limit: int | None):
     return Subset(ds, sorted(set(positions.tolist())))
 
 
-def load_split(data, split: str, input_config, labels, dataset=None, val_fraction=0.2, seed=0, limit=None,
-               progress=True):
-    """Index + decode one split once; returns (dataset, skipped-items message or None)."""
-    index = load_index(data, split, dataset, val_fraction=val_fraction, seed=seed)
-    ds = FerDataset(index, input_config.frame, input_config.channels, labels, progress=progress)
+def load_split(checkpoint, data, split: str, input_config, labels, dataset=None, limit=None, progress=True):
+    """Index + decode one split once, as the checkpoint's run saw its data (its val fraction,
+    seed, layout and source options: :func:`ferkit.training.datamodule.checkpoint_split`);
+    returns (dataset, skipped-items message or None)."""
+    from ferkit.training.datamodule import checkpoint_split
+
+    ds = checkpoint_split(checkpoint, data, split, labels=labels, input_config=input_config, dataset=dataset,
+                          progress=progress)
     return _limit(ds, limit), ds.report_skipped()
 
 
@@ -80,7 +82,7 @@ def robustness_sweep(checkpoint, data, *, split="test", distortions=None, severi
     if model_task(spec["model"]) != "classify":
         raise FerkitError(f"{checkpoint}: a {spec['model']} reconstruction model has no class accuracy "
                           "(use 'ferkit denoise-preview' for autoencoders)")
-    ds, skipped = load_split(data, split, spec["input_config"], spec["labels"], dataset, limit=limit,
+    ds, skipped = load_split(checkpoint, data, split, spec["input_config"], spec["labels"], dataset, limit=limit,
                              progress=progress)
     pairs = [(n, s) for n in names for s in sevs]
     bar = tqdm(total=1 + len(pairs), desc="robustness", unit="run", disable=not progress)

@@ -87,6 +87,38 @@ def run_recipe_of(checkpoint) -> tuple[Recipe, str] | None:
         return None
 
 
+def checkpoint_split(checkpoint, data, split: str, *, labels, input_config, dataset: str | None = None,
+                     val_fraction: float | None = None, source_options: dict | None = None,
+                     strict: bool = False, progress: bool = True) -> FerDataset:
+    """The faces to evaluate ``checkpoint`` on: ``split`` of ``data``, decoded at the model's frame.
+
+    A checkpoint inside a run directory (``config.yaml`` beside it) sees its run's data as
+    training saw it: dataset layout, source options (face crops, angles...), validation
+    fraction, grouping and seed, so its ``val`` is exactly the faces training validated on.
+    ``dataset``, ``val_fraction`` and ``source_options`` override when given. Any other file
+    (an exported model, ``default``) uses the auto-detected layout, 10% validation, seed 0.
+    Used by ``ferkit evaluate``, ``compare``, ``robustness`` and ensembles alike.
+
+    Raises:
+        DataError: missing path, empty split, no readable images.
+    """
+    run = run_recipe_of(checkpoint) if checkpoint is not None and Path(str(checkpoint)).exists() else None
+    recipe = run[0] if run is not None else None
+    given = {"dataset": dataset, "val_fraction": val_fraction, "source_options": source_options}
+    opts = {
+        "dataset": recipe.dataset if recipe else None, "val_fraction": recipe.val_fraction if recipe else 0.1,
+        "seed": recipe.seed if recipe else 0, "group_val": recipe.group_val if recipe else False,
+        "source_options": dict(recipe.source_options) if recipe else {},
+    }
+    opts.update({k: v for k, v in given.items() if v is not None})
+    (idx,) = load_indices(data, [split], opts["dataset"], val_fraction=opts["val_fraction"], seed=opts["seed"],
+                          group_val=opts["group_val"], **opts["source_options"])
+    for note in idx.notes:
+        warnings.warn(note, stacklevel=2)
+    return FerDataset(idx, input_config.frame, input_config.channels, list(labels), strict=strict,
+                      progress=progress)
+
+
 class DeviceBatches:
     """Shuffled ``(uint8 images (B, C, H, W), int64 targets (B,))`` batches from tensors that
     already sit on the training device. A sized iterable Lightning accepts as a dataloader.
