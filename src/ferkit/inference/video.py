@@ -304,8 +304,8 @@ def predict_video(
     """
     tracker = tracker or IouTracker()
     for frame in iter_frames(source, every, max_frames):
-        boxes = recognizer.detect_all([frame.rgb])[0]  # with the recognizer's min_face
-        raw = recognizer.predict_arrays([frame.rgb], [boxes])[0]
+        # Detection and crops as for photos: the recognizer's min_face and eye alignment.
+        raw = recognizer.predict_arrays([frame.rgb])[0]
         probs = np.array([[f.scores[lab] for lab in recognizer.labels] for f in raw])
         faces = [
             recognizer.scores_to_face(f.box, p, tid)
