@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import hardware
 
-from ferkit.inference.faces import MtcnnDetector, crop_face
+from ferkit.faces import MtcnnDetector, crop_face
 from ferkit.inference.recognizer import Recognizer
 
 ANGLES = [0, 15, 30, -30]
