@@ -123,3 +123,15 @@ def test_robustness_and_compare_use_the_runs_validation_split(tmp_path):
     assert rob["clean"] == pytest.approx(val["accuracy"])
     rep, ds = evaluate_model(run / "best.ckpt", data, "val", progress=False)
     assert len(ds) == 21 and rep["accuracy"] == pytest.approx(val["accuracy"])
+
+
+def test_resume_keeps_the_runs_batch_limit(tmp_path):
+    """--limit-batches is saved in config.yaml: a resumed smoke run keeps its size."""
+    data = write_class_tree(tmp_path / "data", n=10)
+    assert main(["train", "boulis-baseline", "--data", str(data), "--out", str(tmp_path / "runs"), *FAST,
+                 "--epochs", "1", "--limit-batches", "1"]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    assert torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 1
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress", "--device", "cpu"]) == 0
+    # 1 batch per epoch for all three epochs (4 batches per epoch without the limit).
+    assert torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 3
