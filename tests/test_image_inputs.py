@@ -190,3 +190,14 @@ def test_cli_reports_a_huge_image_and_goes_on(tmp_path, capsys, rec):
 def test_to_uint8_keeps_uint8_untouched():
     a = np.arange(256, dtype=np.uint8).reshape(16, 16)
     assert to_uint8(a) is a
+
+
+def test_pil_images_of_high_bit_depth_and_float_modes(astro):
+    gray8 = np.asarray(Image.fromarray(astro).convert("L"))
+    as16 = Image.fromarray(gray8.astype(np.uint16) * 257)  # mode I;16
+    as_f01 = Image.fromarray(gray8.astype(np.float32) / 255.0, "F")  # float 0-1
+    as_i32 = Image.fromarray(gray8.astype(np.int32) * 257, "I")  # 16-bit data in mode I
+    for im in (as16, as_f01, as_i32):
+        assert np.abs(decode_image(im)[:, :, 0].astype(int) - gray8).max() <= 1, im.mode
+    la = Image.fromarray(np.dstack([gray8, np.zeros_like(gray8)]), "LA")  # fully transparent
+    assert (decode_image(la) == 255).all()
