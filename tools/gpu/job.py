@@ -97,7 +97,7 @@ class Job:
         self.budget_min, self.archive, self.work = budget_min, data_archive, work
         self.t0 = time.monotonic()
         # Whole-job wall limit: training budget + set-up, exports and evaluations.
-        self.deadline = self.t0 + (4.5 * 60 if SMOKE else 8.75 * 60)
+        self.deadline = self.t0 + (4.5 * 60 if SMOKE else 8.9 * 60)
         self.summary: dict = {"job": name, "smoke": SMOKE, "description": self.spec["description"],
                               "budget_min": budget_min, "members": {}, "evaluations": {}, "errors": [],
                               "phases": {}}
