@@ -86,10 +86,11 @@ def make_image(path: str | None) -> bytes:
     return buf.getvalue()
 
 
-def start_server(model: Path, port: int, args) -> subprocess.Popen:
+def start_server(model: Path, port: int, args, extra: list[str] = ()) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "ferkit", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--model", str(model), "--detector", args.detector, "--log-level", "warning",
-           "--batch-window-ms", str(args.batch_window_ms), "--max-batch", str(args.max_batch)]
+           "--batch-window-ms", str(args.batch_window_ms), "--max-batch", str(args.max_batch),
+           *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + args.start_timeout
     while time.time() < deadline:

@@ -53,6 +53,7 @@ def main(argv=None) -> int:
                    help="PNG colour mode: P (palette, default: the costliest to decode), L, RGB")
     p.add_argument("--model", help="checkpoint to serve (default: untrained slim boulis-baseline)")
     p.add_argument("--src", help="a ferkit src folder to run the server from (default: this checkout)")
+    p.add_argument("--min-face", type=int, help="the server's --min-face (default: its own)")
     p.add_argument("--start-timeout", type=float, default=180)
     args = p.parse_args(argv)
     data, w, h = big_png(args.mpix, args.mode)
@@ -64,7 +65,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else make_model(Path(tmp), "boulis-baseline")
         port = free_port()
-        proc = start_server(model, port, srv)
+        extra = ["--min-face", str(args.min_face)] if args.min_face is not None else []
+        proc = start_server(model, port, srv, extra)
         url = f"http://127.0.0.1:{port}/v1/predict"
         try:
             small = io.BytesIO()
@@ -74,7 +76,8 @@ def main(argv=None) -> int:
             base = rss_mb(proc.pid)
             print(f"{args.clients} concurrent uploads of a {w}x{h} PNG ({w * h / 1e6:.1f} MP, "
                   f"{len(data) / 1024:.0f} KB, mode {args.mode}), {os.cpu_count()} CPUs, server code "
-                  f"{args.src or 'this checkout'}")
+                  f"{args.src or 'this checkout'}"
+                  + (f", --min-face {args.min_face}" if args.min_face is not None else ""))
             print(f"RSS before: {base:.0f} MB")
             for r in range(1, args.rounds + 1):
                 peak, stop = [base], threading.Event()

@@ -48,7 +48,7 @@ def add_parser(sub):
                    "(bounds decode memory; default: 50, one image of the largest size accepted)")
     p.add_argument("--queue-mpix", type=float, default=None,
                    help="most megapixels of decoded images waiting for the model; later requests "
-                   "wait (default: 32 x 2048^2 = 134, one full batch request)")
+                   "wait (bounds detection memory too; default: 50, the largest image accepted)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
     return p

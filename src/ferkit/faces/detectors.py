@@ -36,6 +36,11 @@ FRONTAL_CASCADES = {
 }
 
 
+#: Detection images with more pixels than this are followed by dropping the thread's
+#: native objects (cascades, networks) and their buffers (see FaceDetector.detect).
+RELEASE_NATIVE_ABOVE = 4_000_000
+
+
 class FaceDetector:
     """Base class: pick the detection resolution, run :meth:`_detect`, map boxes back.
 
@@ -123,6 +128,11 @@ class FaceDetector:
         min_side = max(self.min_window, round(min_face * scale))
         if self.thread_safe:
             boxes = self._detect(small, min_side)
+            if small.shape[0] * small.shape[1] > RELEASE_NATIVE_ABOVE:
+                # OpenCV's cascades keep scratch buffers sized to the largest image they
+                # have seen (1.3 GB after one 4200x4200 detection, per thread): drop this
+                # thread's objects so the memory can go back; rebuilt on next use (~40 ms).
+                self._tls.state = None
         else:
             with self._lock:
                 boxes = self._detect(small, min_side)

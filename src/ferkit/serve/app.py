@@ -197,10 +197,11 @@ def create_app(
         decode_pixels: most pixels being decoded at once across all requests (default
             ``max_pixels``: one image of the largest allowed size, or several smaller
             ones); later uploads wait for room. This bounds decode memory.
-        queue_pixels: most pixels of decoded (shrunk) images waiting for or in the model,
-            across requests (default ``max_files * max_side**2``: one full batch request
-            of the largest images, about 400 MB of RGB); later requests wait, holding only
-            their compressed upload. A request needing more runs alone.
+        queue_pixels: most pixels of decoded images waiting for or in the model, across
+            requests (default ``max_pixels``); later requests wait, holding only their
+            compressed upload, and a request needing more runs alone. Detection needs
+            far more memory per pixel than the image itself (OpenCV's cascades: about
+            1.3 GB for one 49 MP upload searched for 40 px faces), so this bounds it too.
         min_face: smallest face side to find, in pixels of the *uploaded* image (default:
             the recognizer's, 40). An upload whose min_face faces the ``max_side`` shrink
             would make too small for the detector is decoded at full size instead (its
@@ -224,7 +225,7 @@ def create_app(
 
     batcher = MicroBatcher(predict_items, max_batch=max_batch, window_ms=batch_window_ms)
     budget = PixelBudget(decode_pixels or max_pixels)
-    queued = PixelBudget(queue_pixels or max_files * max_side**2)
+    queued = PixelBudget(queue_pixels or max_pixels)
     started = time.time()
     arch = str(getattr(recognizer, "model_name", "unknown"))
     det = getattr(getattr(recognizer, "detector", None), "name", None)
@@ -334,7 +335,11 @@ def create_app(
         pixels = sum(int(a.shape[0]) * int(a.shape[1]) for a, _ in images)
         try:
             async with queued.hold(pixels):
-                results = await batcher.submit_many(images, return_exceptions=return_exceptions)
+                try:
+                    results = await batcher.submit_many(images, return_exceptions=return_exceptions)
+                finally:
+                    # Detection on a large image allocates in the model threads' arenas too.
+                    await run_in_threadpool(release_memory, pixels)
         except QueueFullError as e:
             raise ApiError(503, "busy", str(e), headers={"Retry-After": "1"}) from None
         busy = next((r for r in results if isinstance(r, QueueFullError)), None)
