@@ -99,3 +99,110 @@ def test_ravdess_frames_use_the_one_cropper(monkeypatch):
     # a box at the frame's edge gives a square (edge replicated), not a clipped rectangle
     monkeypatch.setattr(faces, "detect_faces", lambda image: [(50, 60, 20, 30)])
     assert FrameReader(face_crop=True)._crop(frame, "v.mp4", 0).shape == (33, 33, 3)
+
+
+# ------------------------------------------------------------- framing in the model's input config
+def test_input_config_face_margin_round_trips_and_defaults_to_the_fer_framing():
+    cfg = InputConfig(size=48, channels=1, face_margin=0.1)
+    assert InputConfig.from_dict(cfg.to_dict()) == cfg
+    # files written before framing was recorded: the FER2013 framing the shipped model uses
+    assert InputConfig.from_dict({"size": 48, "channels": 1}).face_margin == faces.FER_MARGIN == 0.0
+    with pytest.raises(ValueError, match="face margin"):
+        InputConfig(size=48, channels=1, face_margin=-0.2)
+
+
+@pytest.fixture(scope="module")
+def framed_files(tmp_path_factory):
+    """A boulis-baseline declaring face_margin 0.1, saved slim and exported to ONNX."""
+    pytest.importorskip("torch", reason="saving and exporting need the train extra")
+    pytest.importorskip("onnx", reason="exporting needs the train extra")
+    import dataclasses
+
+    from ferkit.inference.export import export_model
+    from ferkit.labels import FER7
+    from ferkit.models import create_model
+    from ferkit.models.checkpoint import save_slim
+
+    d = tmp_path_factory.mktemp("framed")
+    model = create_model("boulis-baseline").eval()
+    model.input_config = dataclasses.replace(model.input_config, face_margin=0.1)
+    save_slim(model, {"model": "boulis-baseline", "labels": list(FER7), "model_kwargs": {}}, d / "m.pt")
+    onnx = export_model(d / "m.pt", "onnx", d / "m.onnx")["path"]
+    return d / "m.pt", onnx
+
+
+def test_framing_survives_save_load_and_onnx_metadata(framed_files):
+    from ferkit.inference.export import onnx_session
+    from ferkit.inference.recognizer import Recognizer
+    from ferkit.models.checkpoint import load_checkpoint
+
+    slim, onnx = framed_files
+    model, spec = load_checkpoint(slim)
+    assert spec["input_config"].face_margin == model.input_config.face_margin == 0.1
+    assert onnx_session(onnx)[1]["input_config"]["face_margin"] == 0.1
+    assert Recognizer.from_pretrained(slim).margin == 0.1
+    assert Recognizer.from_pretrained(onnx, backend="onnx").margin == 0.1
+    # the shipped model keeps today's framing: the detector box itself
+    assert Recognizer.from_pretrained("default", backend="onnx").margin == 0.0
+
+
+def test_recognizer_and_kdef_loader_cut_the_same_face(framed_files, tmp_path, monkeypatch):
+    """Same photo, box and margin: the Recognizer classifies exactly the face the KDEF
+    loader (face_crop, face_margin 0.1) decodes for the same model."""
+    from ferkit.data.dataset import FerDataset, load_index
+    from ferkit.inference.recognizer import Recognizer
+
+    img = _photo(seed=4)
+    d = tmp_path / "KDEF" / "AF01"
+    d.mkdir(parents=True)
+    Image.fromarray(img).save(d / "AF01SAS.png")
+    (d / "AF01SAS.png").rename(d / "AF01SAS.JPG")
+    monkeypatch.setattr(faces, "detect_faces", lambda image: [BOX])
+    rec = Recognizer.from_pretrained(framed_files[1], backend="onnx", detector="none")
+    seen = []
+    monkeypatch.setattr(rec, "classify_faces", lambda crops: seen.extend(crops) or np.full((len(crops), 7), 1 / 7))
+    rec.predict_arrays([img], boxes=[[BOX]])
+    cfg = rec.input_config
+    idx = load_index(tmp_path, "all", "kdef", face_crop=True, face_margin=cfg.face_margin)
+    ds = FerDataset(idx, cfg.frame, cfg.channels, ["sad"], use_cache=False, progress=False)
+    assert np.array_equal(seen[0], ds.images[0])
+    assert not np.array_equal(seen[0], crop_face(img, BOX, cfg, margin=0.0))  # the margin mattered
+
+
+def test_training_on_cut_faces_records_their_margin(tmp_path):
+    """A run on KDEF faces cut with face_margin 0.2 saves a model whose framing is 0.2,
+    so the Recognizer cuts faces as training did."""
+    pytest.importorskip("torch", reason="training needs the train extra")
+    from test_kdef import write_kdef
+
+    from ferkit.models.checkpoint import load_checkpoint
+    from ferkit.training.train import train
+
+    root = write_kdef(tmp_path / "k", sessions=("A",), angles=("S",))
+    run = train("boulis-baseline", str(root), str(tmp_path / "runs"), device="cpu", progress=False,
+                overrides={"epochs": 1, "batch_size": 16, "dataset": "kdef",
+                           "source_options": {"face_crop": True, "face_margin": 0.2}},
+                limit_train_batches=1, limit_val_batches=1)
+    _, spec = load_checkpoint(run / "best.ckpt")
+    assert spec["input_config"].face_margin == 0.2
+
+
+def test_training_on_uncut_images_keeps_the_declared_framing():
+    pytest.importorskip("torch", reason="training needs the train extra")
+    from ferkit.training.module import FerLitModule
+
+    m = FerLitModule.for_model("boulis-baseline")
+    m.record_framing(None)  # FER2013 / folders: the images are used as given
+    assert m.hparams["input_config"]["face_margin"] == 0.0
+    m.record_framing(0.1)
+    assert m.model.input_config.face_margin == 0.1 == m.hparams["input_config"]["face_margin"]
+
+
+def test_evaluation_names_a_framing_mismatch():
+    from ferkit.data.sources import Index
+    from ferkit.evaluation.evaluate import framing_mismatch
+
+    idx = Index("kdef", "/k", "test", [], [], loader=None, fingerprint="", face_margin=0.1)
+    assert "margin 0.1" in framing_mismatch(idx, InputConfig(face_margin=0.0))
+    assert framing_mismatch(idx, InputConfig(face_margin=0.1)) is None
+    assert framing_mismatch(Index("fer2013", "/f", "test", [], [], None, ""), InputConfig()) is None

@@ -142,6 +142,7 @@ def index_jaffe(root, split: str = "test", *, face_crop="auto", face_margin: flo
         skipped=dict(skipped),
         notes=notes,
         native_channels=1,
+        face_margin=loader.margin if crop else None,
     )
 
 

@@ -241,4 +241,5 @@ def index_kdef(root, split: str = "train", *, angles=None, split_mode: str = "su
         groups=[m["subject"] for m in meta],
         skipped=dict(skipped),
         notes=notes,
+        face_margin=loader.margin if isinstance(loader, FaceCropLoader) else None,
     )

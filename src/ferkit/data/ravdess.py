@@ -335,6 +335,7 @@ def index_ravdess(
         fingerprint=fingerprint,
         groups=groups,
         skipped=skipped,
+        face_margin=reader.margin,  # None without face_crop (centre square of the frame)
     )
     if random_frames and split != "all":
         warnings.warn(

@@ -42,6 +42,10 @@ class Index:
     notes: list[str] = field(default_factory=list)  # human-readable remarks (e.g. split fallback)
     native_size: int | None = None  # all items already this square size (FER2013: 48)
     native_channels: int | None = None  # 1 if the source is gray
+    # The margin ferkit cut faces with (ferkit.faces.face_square, a loader's face_crop);
+    # None: the images are used as the source gives them. Training records it in the
+    # model's InputConfig.face_margin.
+    face_margin: float | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -64,6 +68,7 @@ class Index:
             notes=list(self.notes),
             native_size=self.native_size,
             native_channels=self.native_channels,
+            face_margin=self.face_margin,
         )
 
 

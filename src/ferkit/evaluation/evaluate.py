@@ -33,6 +33,8 @@ def evaluate_checkpoints(args) -> dict:
     size = max(s["input_config"].frame for _, s in loaded)
     ch = max(s["input_config"].channels for _, s in loaded)
     ds = _split_dataset(args, labels, size, ch)
+    if single and (msg := framing_mismatch(ds.index, loaded[0][1]["input_config"])):
+        warnings.warn(msg, stacklevel=2)
     if single:
         model, spec = loaded[0]
         tta = _tta(args)
@@ -51,6 +53,18 @@ def evaluate_checkpoints(args) -> dict:
                skipped=dict(ds.skipped),
                tta=_tta_report(tta_k, getattr(args, "tta_preset", "boulis")))
     return rep
+
+
+def framing_mismatch(index, input_config) -> str | None:
+    """One line when a loader cut the split's faces with another margin than the model's
+    framing (``InputConfig.face_margin``), else None. A run's checkpoint is evaluated with
+    its run's source options, so its faces match; another model on cropped faces may not.
+    """
+    cut, want = index.face_margin, getattr(input_config, "face_margin", None)
+    if cut is None or want is None or abs(cut - want) < 1e-9:
+        return None
+    return (f"{index.root} [{index.split}]: faces were cut with margin {cut:g} (source option face_margin) "
+            f"but the model's framing is {want:g}: accuracy may be lower than on faces framed as in training")
 
 
 def spec_kind(spec: dict) -> str:

@@ -44,6 +44,7 @@ from ferkit.faces import (
     CROP_HINT,
     FER_MARGIN,
     Box,
+    check_margin,
     CropHintWarning,
     crop_face,
     get_detector,
@@ -96,6 +97,9 @@ class Recognizer:
     ``version`` identifies the weights (architecture + first 8 hex digits of the
     source file's SHA-256, unless the file stores its own); ``detector.name`` is the
     registered detector name (``"haar-full"``).
+
+    Faces are cut around the detector's boxes with the model's framing
+    (``input_config.face_margin``, saved with the model); ``margin=`` overrides it.
     """
 
     def __init__(
@@ -110,7 +114,7 @@ class Recognizer:
         session=None,
         detector="default",
         device: str = "cpu",
-        margin: float = FER_MARGIN,
+        margin: float | None = None,
         detect_threads: int | None = None,
         mirror: bool = False,
         min_face: int | None = None,
@@ -126,7 +130,8 @@ class Recognizer:
         self.version = version
         self.backend = "torch" if model is not None else "onnx"
         self.device = device
-        self.margin = margin
+        # The framing the model was trained with travels in its input config.
+        self.margin = check_margin(getattr(input_config, "face_margin", FER_MARGIN) if margin is None else margin)
         # Test-time views: the caller's choice, else the one the model file records
         # (InputConfig.tta), else one view. mirror=True is the older spelling of "mirror".
         self.tta = _tta_mode(tta if tta is not None else "mirror" if mirror else getattr(input_config, "tta", None))

@@ -1,6 +1,6 @@
-"""What a model expects as input: square side, channels and normalisation.
+"""What a model expects as input: square side, channels, normalisation and face framing.
 
-Kept free of PyTorch (only the standard library) so that the ONNX inference path,
+Kept free of PyTorch (the standard library and :mod:`ferkit.faces.framing`) so that the ONNX inference path,
 which reads the input config from a model file's metadata, never imports torch.
 ``ferkit.models.registry`` re-exports both names.
 """
@@ -8,6 +8,9 @@ which reads the input config from a model file's metadata, never imports torch.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+# ferkit.faces sits below every layer and imports neither torch nor numpy at import time.
+from ferkit.faces.framing import FER_MARGIN, check_margin
 
 #: Test-time view sets by name (:func:`ferkit.data.crops.crop_views` makes them).
 TTA_MODES = ("none", "mirror", "ten-crop")
@@ -40,12 +43,20 @@ class InputConfig:
     inference. Datasets decode at :attr:`frame` = ``crop_from or size``.
     Khaireddin & Chen (2021) train their FER2013 VGG on 40x40 crops of the 48x48 faces.
 
+    ``face_margin`` is the model's framing (like timm's ``crop_pct``): the border kept
+    around a face detector's box, per side as a fraction of the box side, when faces
+    are cut for it (:func:`ferkit.faces.crop_face`). Default :data:`ferkit.faces.FER_MARGIN`
+    (0.0: FER2013 faces are detector boxes). Training on faces a loader cut with another
+    margin records that margin here, so the Recognizer cuts faces the same way; it is
+    saved in checkpoints and exported ONNX metadata like the other fields.
+
     ``tta`` (optional) is the test-time view set a model file asks for by default:
     ``"mirror"`` or ``"ten-crop"`` (:data:`TTA_MODES`); the
     Recognizer uses it unless told otherwise. ``ferkit export --tta`` records it.
 
     Raises:
-        ValueError: ``crop_from`` smaller than ``size``; an unknown ``tta``.
+        ValueError: ``crop_from`` smaller than ``size``; an unknown ``tta``; a
+            ``face_margin`` outside [0, 1].
     """
 
     size: int = 48
@@ -54,8 +65,10 @@ class InputConfig:
     std: tuple[float, ...] = (1.0,)
     crop_from: int | None = None
     tta: str | None = None
+    face_margin: float = FER_MARGIN
 
     def __post_init__(self):
+        object.__setattr__(self, "face_margin", check_margin(self.face_margin))
         if self.tta is not None:
             mode = check_tta_mode(self.tta)
             object.__setattr__(self, "tta", None if mode == "none" else mode)
@@ -84,7 +97,8 @@ class InputConfig:
         """Rebuild from :meth:`to_dict` output; keys missing in older files take their defaults.
 
         Raises:
-            KeyError: no ``size`` or ``channels``. ValueError: an invalid ``crop_from`` or ``tta``.
+            KeyError: no ``size`` or ``channels``. ValueError: an invalid ``crop_from``,
+            ``tta`` or ``face_margin``.
         """
         return cls(
             size=int(d["size"]),
@@ -94,6 +108,8 @@ class InputConfig:
             # absent in files written before crops existed: the model sees the whole face
             crop_from=int(d["crop_from"]) if d.get("crop_from") else None,
             tta=d.get("tta"),
+            # absent in files written before framing was recorded: the FER2013 framing
+            face_margin=FER_MARGIN if d.get("face_margin") is None else d["face_margin"],
         )
 
 

@@ -24,6 +24,7 @@ Two optional regularisers for classifiers, both recipe fields:
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import replace
 
 import lightning as L
 import torch
@@ -112,6 +113,17 @@ class FerLitModule(L.LightningModule):
     def for_model(cls, model: str, labels: list[str] | None = None, class_weights=None, **fields):
         """A module for ``model`` with recipe ``fields`` (tests and quick experiments)."""
         return cls(Recipe(name=fields.pop("name", model), model=model, **fields), labels, class_weights)
+
+    def record_framing(self, face_margin: float | None) -> None:
+        """Record the margin the training faces were cut with (``Index.face_margin``) as the
+        model's ``InputConfig.face_margin``: checkpoints, exported files and the Recognizer
+        then cut faces the way this model saw them. None (images used as given) keeps the
+        model's declared framing."""
+        if face_margin is None or face_margin == self.cfg.face_margin:
+            return
+        self.cfg = replace(self.cfg, face_margin=face_margin)
+        self.model.input_config = self.cfg
+        self.hparams["input_config"] = self.cfg.to_dict()
 
     def forward(self, x):
         return self.model(x)

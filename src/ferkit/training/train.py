@@ -225,6 +225,7 @@ def train(
         for msg in check_classes(dm.train.targets, dm.val.targets, labels, where=str(data)):
             warnings.warn(msg, stacklevel=2)
     module = build_module(recipe, labels, dm.train.targets)
+    module.record_framing(dm.train.index.face_margin)  # faces cut by a loader: the model keeps the margin
     if recipe.init_checkpoint:
         _init_from(module, recipe.init_checkpoint)
     freeze_cb = None
