@@ -83,8 +83,8 @@ RULES: dict[str, tuple] = {
     "precision": _choice(*PRECISIONS),
     "augment": lambda: _choice(*_augment_presets()),
     # No code reads ``extra``: a value there would change nothing, in silence.
-    "extra": (lambda v: not v, "empty (no code reads it: model settings go in model_kwargs, "
-              "dataset settings in source_options)"),
+    "extra": (lambda v: not v, ("empty (no code reads it: model settings go in model_kwargs, "
+                                "dataset settings in source_options)")),
     "warmup_epochs": _between(0),
     "min_lr": _between(0),
     "val_every": _between(1),
