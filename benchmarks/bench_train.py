@@ -55,12 +55,13 @@ from pathlib import Path
 DEFAULT_RECIPES = ["ferkit-vgg", "ferkit-resnet18", "ferkit-default"]
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
 H200_BF16_TFLOPS = 790.0  # dense bf16 tensor-core peak (../shared/GPU.md)
-# Steps (timed, warm-up) by device: about a minute for the defaults on 2 CPU cores; on a GPU
+# Steps (timed, warm-up) by device: the CPU defaults cost about 80 s of CPU time in all (4 minutes
+# of wall time at load average 14 on the shared 2-core machine, docs/benchmarks.md); on a GPU
 # enough steps that Lightning's start-up and cuDNN autotuning stay outside the window.
 STEPS = {"cpu": (2, 1), "cuda": (50, 10)}
 QUICK_STEPS = {"cpu": (1, 1), "cuda": (20, 5)}
 QUICK_CPU_BATCH = 16
-BARRIER_TIMEOUT_S = 600
+BARRIER_TIMEOUT_S = 300  # the parent stops all copies when one fails; this is the last resort
 
 
 def _sync(device) -> None:
@@ -114,7 +115,7 @@ def _timer_callback(warmup: int, steps: int, device, barrier: _Barrier | None, k
 
 
 def measure(recipe_name: str, precision: str, *, device: str, steps: int, warmup: int,
-            batch_size: int | None = None, barrier: _Barrier | None = None) -> dict:
+            batch_size: int | None = None, barrier: _Barrier | None = None, barrier_key: str = "0") -> dict:
     """One timed training run of ``recipe_name`` at ``precision`` ("fp32" | "bf16").
 
     Returns:
@@ -150,7 +151,7 @@ def measure(recipe_name: str, precision: str, *, device: str, steps: int, warmup
     dev = torch.device("cuda", torch.cuda.current_device()) if accelerator == "gpu" else torch.device("cpu")
     faces = torch.randint(0, 256, (n, cfg.channels, cfg.frame, cfg.frame), dtype=torch.uint8, device=dev)
     batches = DeviceBatches(faces, torch.as_tensor(targets, device=dev), bs, shuffle=True, drop_last=True)
-    timer = _timer_callback(warmup, steps, dev, barrier, f"{recipe_name}-{precision}")
+    timer = _timer_callback(warmup, steps, dev, barrier, barrier_key)
     callbacks = [EMAWeights(recipe.ema_decay)] if recipe.ema_decay else []
     if accelerator == "gpu":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -188,23 +189,44 @@ def _combine(copies: list[dict]) -> dict:
 
 
 def _run_concurrent(args, argv: list[str]) -> list[dict]:
-    """Start ``args.concurrent`` copies of this script, each a separate process, and combine."""
+    """Start ``args.concurrent`` copies of this script, each a separate process, and combine.
+
+    A copy that fails stops the others at once (they would otherwise wait at the barrier
+    for it): on a GPU lent for minutes a hung benchmark costs the whole loan.
+    """
+    from ferkit.errors import FerkitError
+
     n = args.concurrent
     with tempfile.TemporaryDirectory(prefix="bench_train-") as folder:
-        procs = []
+        procs, logs = [], []
         for i in range(n):
             cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--concurrent", "1", "--json",
                    "--barrier", folder, "--copies", str(n), "--copy-id", str(i)]
-            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        outs = [p.communicate() for p in procs]
-    failed = [(i, err) for i, (p, (_, err)) in enumerate(zip(procs, outs)) if p.returncode != 0]
+            # Files, not pipes: a chatty copy cannot block on a full pipe while we wait.
+            out, err = open(Path(folder) / f"out.{i}", "w+"), open(Path(folder) / f"err.{i}", "w+")  # noqa: SIM115
+            logs.append((out, err))
+            procs.append(subprocess.Popen(cmd, stdout=out, stderr=err, text=True))
+        while any(p.poll() is None for p in procs):
+            if any(p.returncode not in (None, 0) for p in procs):
+                for p in procs:
+                    if p.poll() is None:
+                        p.terminate()
+                for p in procs:
+                    p.wait()
+                break
+            time.sleep(0.05)
+        texts = []
+        for out, err in logs:
+            out.seek(0), err.seek(0)
+            texts.append((out.read(), err.read()))
+            out.close(), err.close()
+    failed = [(i, err) for i, (p, (_, err)) in enumerate(zip(procs, texts)) if p.returncode != 0]
     if failed:
-        i, err = failed[0]
-        from ferkit.errors import FerkitError
-
-        last = (err.strip().splitlines() or ["no output"])[-1]
-        raise FerkitError(f"{len(failed)} of {n} concurrent copies failed; copy {i}: {last}")
-    per_copy = [json.loads(out.strip().splitlines()[-1])["rows"] for out, _ in outs]
+        # the first copy that failed by itself (not one stopped by us with SIGTERM)
+        i, err = next(((i, e) for i, e in failed if procs[i].returncode > 0), failed[0])
+        last = (err.strip().splitlines() or ["no output"])[-1].removeprefix("error: ")
+        raise FerkitError(f"{len(failed)} of {n} concurrent copies failed or were stopped; copy {i}: {last}")
+    per_copy = [json.loads(out.strip().splitlines()[-1])["rows"] for out, _ in texts]
     return [_combine([rows[k] for rows in per_copy]) for k in range(len(per_copy[0]))]
 
 
@@ -316,6 +338,10 @@ def main(argv: list[str] | None = None) -> dict:
     peak = args.peak_tflops or (H200_BF16_TFLOPS if device == "cuda" else None)
     configs = [(r, p) for r in args.recipes for p in args.precisions]
     try:
+        from ferkit.training.recipes import load_recipe
+
+        for r in args.recipes:  # a wrong name fails here in a second, not in every copy later
+            load_recipe(r)
         if args.concurrent > 1:
             print(f"{args.concurrent} concurrent copies, {len(configs)} configurations ...", file=sys.stderr)
             child = [a for a in argv if a != "--json"]
@@ -326,10 +352,12 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             barrier = _Barrier(args.barrier, args.copies, args.copy_id) if args.barrier else None
             rows = []
-            for r, p in configs:
+            for i, (r, p) in enumerate(configs):
                 if barrier is None:
                     print(f"measuring {r} {p} ({warmup} + {steps} steps) ...", file=sys.stderr, flush=True)
-                row = measure(r, p, device=device, steps=steps, warmup=warmup, batch_size=batch, barrier=barrier)
+                # the barrier's key is the configuration's place in the list: recipe paths hold "/"
+                row = measure(r, p, device=device, steps=steps, warmup=warmup, batch_size=batch, barrier=barrier,
+                              barrier_key=f"config{i}")
                 rows.append({**row, "copies": 1, "steps": steps})
     except FerkitError as e:
         print(f"error: {e}", file=sys.stderr)

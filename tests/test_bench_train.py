@@ -22,7 +22,11 @@ def _bench():
 
 @pytest.fixture(scope="module")
 def bench():
-    return _bench()
+    import torch
+
+    threads = torch.get_num_threads()
+    yield _bench()
+    torch.set_num_threads(threads)  # main() applies --threads to this process
 
 
 def test_quick_cpu_run_reports_each_precision(bench, capsys):
