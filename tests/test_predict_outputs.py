@@ -139,3 +139,13 @@ def test_an_image_that_breaks_the_analysis_is_skipped_not_the_batch(slim, tmp_pa
     assert sorted(Path(json.loads(x)["source"]).name for x in out.splitlines()) == ["a.png", "c.png"]
     assert "2 image(s)" in summary
     assert "1 input(s) skipped: 1 analysis failed (a fault: please report it)" in summary
+
+
+def test_output_places_that_cannot_be_written_are_usage_errors(slim, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")  # a file where a folder is asked for
+    for extra in (["-o", str(tmp_path / "no" / "such" / "dir" / "x.jsonl")],
+                  ["--save-annotated", str(tmp_path / "file" / "ann")],
+                  ["--plot", str(tmp_path / "file" / "plots")]):
+        rc = main(["predict", "--demo", "--model", slim, "--no-progress", *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and err[0].startswith("ferkit: error: "), err  # was a traceback

@@ -157,13 +157,23 @@ def run(args) -> int:
     if args.min_face is not None and args.min_face < 0:
         raise FerkitError("--min-face must be 0 or more pixels")
     fmt = args.format or ("text" if args.demo and not args.inputs else "jsonl")
-    rec = Recognizer.from_pretrained(
-        args.model, backend=args.backend, detector=args.detector, device=args.device,
-        mirror=args.mirror, min_face=args.min_face, tta=args.tta,
-    )
-    aliases = {"demo": (demo_image(), "astronaut.png")}
+    # Output places are checked before the model loads: a typo must not cost a batch.
+    for flag, folder in (("--save-annotated", args.save_annotated), ("--plot", args.plot)):
+        if folder:
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise FerkitError(f"{flag} {folder}: cannot create the folder ({e.strerror})") from None
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(open(args.output, "w", newline="")) if args.output else sys.stdout
+        try:
+            out = stack.enter_context(open(args.output, "w", newline="")) if args.output else sys.stdout
+        except OSError as e:
+            raise FerkitError(f"-o {args.output}: cannot write ({e.strerror})") from None
+        rec = Recognizer.from_pretrained(
+            args.model, backend=args.backend, detector=args.detector, device=args.device,
+            mirror=args.mirror, min_face=args.min_face, tta=args.tta,
+        )
+        aliases = {"demo": (demo_image(), "astronaut.png")}
         return _predict_all(args, rec, items, aliases, fmt, out)
 
 
@@ -228,10 +238,7 @@ class _Job:
         self.skip, self.warn = self.report.skip, self.report.warn
         self.names = OutputNames()
         self.annot = Path(args.save_annotated) if args.save_annotated else None
-        self.plots = Path(args.plot) if args.plot else None
-        for folder in (self.annot, self.plots):
-            if folder:
-                folder.mkdir(parents=True, exist_ok=True)
+        self.plots = Path(args.plot) if args.plot else None  # both created by run()
 
     def images(self, chunk, bar):
         """Decode, detect and classify a chunk of images (one forward pass for all faces)."""
