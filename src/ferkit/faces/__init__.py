@@ -35,21 +35,20 @@ Thread safety: every detector may be shared by many threads (see
 Layout: :mod:`~ferkit.faces.detectors` (the detector classes),
 :mod:`~ferkit.faces.registry` (detectors by name: ``register_detector``,
 ``get_detector``), :mod:`~ferkit.faces.framing` (the one cropper and the margins in
-use), :mod:`~ferkit.faces.mtcnn` (MTCNN's cascade). This package imports nothing from
-ferkit but :mod:`ferkit.errors`, and neither numpy nor OpenCV at import time.
+use), :mod:`~ferkit.faces.mtcnn` (MTCNN's cascade), :mod:`~ferkit.faces.boxes` (box
+geometry). This package imports nothing from ferkit but :mod:`ferkit.errors`, and
+neither numpy nor OpenCV at import time.
 ``ferkit.inference.faces`` is the same API under its old name.
 """
 
+from ferkit.faces.boxes import Box, iou, merge_boxes
 from ferkit.faces.detectors import (
     DEFAULT_MIN_FACE,
     FRONTAL_CASCADES,
-    Box,
     FaceDetector,
     HaarDetector,
     MtcnnDetector,
     NoDetector,
-    iou,
-    merge_boxes,
 )
 from ferkit.faces.framing import (
     CROP_HINT,

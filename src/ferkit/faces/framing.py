@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ferkit.faces.detectors import Box, _as_hwc
+from ferkit.faces.boxes import Box, _as_hwc
 
 if TYPE_CHECKING:
     import numpy as np
