@@ -312,3 +312,30 @@ def test_freeze_policy_mistakes_are_one_line_errors(policy, msg):
     model.add_module("head", nn.Linear(2, 2))
     with pytest.raises(FerkitError, match=re.escape(msg)):
         apply_freeze(model, policy)
+
+
+@pytest.mark.parametrize(("argv", "msg"), [
+    # A year of minutes at most: 1e13 minutes overflowed the trainer's timedelta hard stop
+    # (an OverflowError traceback after the run folder was made).
+    (["--max-time", "1e13"], "max_time must be a number in (0, 525600], got 10000000000000.0"),
+    (["--max-time", "1e308"], "max_time must be a number in (0, 525600]"),
+    # The cosine's floor above its start climbed the learning rate from 1e-3 to 0.75 silently.
+    (["--set", "scheduler=cosine", "--set", "min_lr=1"], "min_lr must be <= lr with scheduler cosine"),
+    (["--set", "scheduler=cosine", "--lr", "1e-4", "--set", "min_lr=1e-3"], "got min_lr 0.001 > lr 0.0001"),
+    # A warm-up as long as the run: the learning rate never reached its peak nor decayed.
+    (["--set", "scheduler=cosine", "--epochs", "2", "--set", "warmup_epochs=5"],
+     "warmup_epochs must be less than epochs with scheduler cosine"),
+    (["--set", "scheduler=cosine", "--epochs", "2", "--set", "warmup_epochs=2"], "got 2 >= 2"),
+])
+def test_schedule_fields_that_cannot_work_are_refused(argv, msg, data, tmp_path, capsys):
+    assert main(["train", "boulis-baseline", "--data", str(data), "--out", str(tmp_path / "runs"),
+                 *argv, *FAST]) == 2
+    assert msg in _one_error_line(capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_schedule_fields_are_free_where_they_are_not_read():
+    # min_lr and warmup_epochs belong to the cosine: under plateau they change nothing
+    r = load_recipe("boulis-baseline").override(scheduler="plateau", min_lr=1.0, warmup_epochs=100.0, epochs=2)
+    assert r.min_lr == 1.0
+    load_recipe("boulis-baseline").override(scheduler="cosine", lr=1e-3, min_lr=1e-3, warmup_epochs=1.5, epochs=2)

@@ -23,6 +23,8 @@ import typing
 from ferkit.errors import FerkitError
 from ferkit.values import ValueMismatch, coerce_value, describe_type
 
+MAX_TIME_MIN = 525_600  # one year, in minutes
+
 # Lightning's accepted ``precision`` strings plus ours ("auto").
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "bf16-true", "16-true",
               "64-true", "64", "transformer-engine", "transformer-engine-float16")
@@ -89,7 +91,9 @@ RULES: dict[str, tuple] = {
     "min_lr": _between(0),
     "val_every": _between(1),
     "ckpt_every": _between(1),
-    "max_time": _between(0, lo_open=True),
+    # At most a year of minutes: the budget becomes a datetime.timedelta hard stop, which
+    # overflows past ~1.4e12 minutes (--max-time 1e13 was an OverflowError traceback).
+    "max_time": _between(0, MAX_TIME_MIN, lo_open=True),
     "data_on_device": (lambda v: v in (True, False, "auto"), "true, false or auto"),
 }
 
@@ -128,6 +132,22 @@ def validate(recipe) -> None:
         if not ok:
             raise FerkitError(f"recipe {rname}: {f.name} must be {_what(tp, rule)}, got {value!r}")
         object.__setattr__(recipe, f.name, value)
+    _check_cosine(recipe, rname)
     teacher = recipe.teacher
     if isinstance(teacher, list) and not teacher:
         raise FerkitError(f"recipe {rname}: teacher must be a model path, a list of paths or null, got []")
+
+
+def _check_cosine(recipe, rname: str) -> None:
+    """Fields that only make sense together: a cosine that ends above its start climbs the
+    learning rate (min_lr 1 with lr 1e-3 rose to 0.75 without a word), and a warm-up as long
+    as the run never reaches the peak nor decays."""
+    if recipe.scheduler != "cosine":
+        return
+    if recipe.min_lr > recipe.lr:
+        raise FerkitError(f"recipe {rname}: min_lr must be <= lr with scheduler cosine (the decay's floor), "
+                          f"got min_lr {recipe.min_lr:g} > lr {recipe.lr:g}")
+    if recipe.warmup_epochs >= recipe.epochs:
+        raise FerkitError(f"recipe {rname}: warmup_epochs must be less than epochs with scheduler cosine "
+                          f"(the warm-up would take the whole run), got {recipe.warmup_epochs:g} >= "
+                          f"{recipe.epochs}")
