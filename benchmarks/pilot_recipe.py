@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from ferkit.data.dataset import FerDataset, load_index
 from ferkit.labels import FER7
+from ferkit.models.registry import model_input_config
 from ferkit.training.recipes import load_recipe, parse_set
 from ferkit.training.train import _precision, build_module
 
@@ -45,7 +46,8 @@ class LossPrinter(L.Callback):
             trainer.should_stop = True
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[float]:
+    """Run the pilot; returns the loss of every step."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("recipe")
     ap.add_argument("--data", required=True)
@@ -57,15 +59,18 @@ def main() -> None:
     # One thread by default: on a shared, oversubscribed CPU two OpenMP threads wait on each
     # other (measured here: 460 vs 81 ms per vgg-fer width-8 step at load ~13 on 2 cores).
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    recipe = load_recipe(args.recipe).override(**parse_set(args.set), batch_size=args.batch_size)
+    overrides = parse_set(args.set)
+    if args.batch_size is not None:  # None is a value to Recipe.override: pass only what was given
+        overrides["batch_size"] = args.batch_size
+    recipe = load_recipe(args.recipe).override(**overrides)
     L.seed_everything(recipe.seed, verbose=False)
     labels = list(recipe.labels or FER7)
-    module = build_module(recipe, labels, max_epochs=recipe.epochs)
-    cfg = module.cfg
+    cfg = model_input_config(recipe.model, recipe.in_chans, recipe.input_size)
     idx = load_index(args.data, "train", recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed)
     ds = FerDataset(idx, cfg.frame, cfg.channels, labels, progress=False)
+    module = build_module(recipe, labels, ds.targets)  # class weights as ferkit train computes them
     dl = DataLoader(ds, batch_size=recipe.batch_size, shuffle=True, drop_last=True)
     n_params = sum(p.numel() for p in module.model.parameters())
     print(f"{recipe.name}: {recipe.model} {recipe.model_kwargs} ({n_params:,} params), input "
@@ -83,6 +88,7 @@ def main() -> None:
     first, last = printer.losses[:k], printer.losses[-k:]
     print(f"{len(printer.losses)} steps: mean loss of the first {k} {sum(first) / k:.4f}, "
           f"of the last {k} {sum(last) / k:.4f}")
+    return printer.losses
 
 
 if __name__ == "__main__":

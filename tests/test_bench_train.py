@@ -108,3 +108,25 @@ def test_concurrent_barrier_holds_each_copy_until_all_arrive(bench, tmp_path):
     copy(1)
     first.join(5)
     assert sorted(arrived) == [0, 1]
+
+
+def test_pilot_recipe_runs_a_recipe_with_and_without_batch_size(tiny_tree, capsys):
+    """benchmarks/pilot_recipe.py broke when build_module lost max_epochs and Recipe.override
+    began to take None as a value (--batch-size left unset sent batch_size=None)."""
+    import math
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("pilot_recipe", BENCH.with_name("pilot_recipe.py"))
+    pilot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pilot)
+    threads = torch.get_num_threads()
+    try:
+        for size in (["--batch-size", "4"], ["--set", "batch_size=4"]):
+            losses = pilot.main(["ferkit-default", "--data", str(tiny_tree), "--steps", "2", "--every", "1",
+                                 "--set", "model_kwargs.hidden=16", *size])
+            assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+            out = capsys.readouterr().out
+            assert "batch 4," in out and "2 steps: mean loss of the first 1" in out
+    finally:
+        torch.set_num_threads(threads)
