@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from test_recognizer import make_slim
+from test_recognizer import stand_in_model
 
 from ferkit.cli import main
 from ferkit.inference.faces import get_detector, list_detectors
@@ -19,7 +19,7 @@ def test_detectors_are_reported_by_their_registered_name(name):
 
 
 def test_predict_summary_names_the_detector_asked_for(tmp_path, capsys):
-    slim = make_slim(tmp_path / "tiny.pt")
+    slim = stand_in_model(tmp_path / "tiny.pt")
     assert main(["predict", "--demo", "--model", str(slim), "--detector", "haar-full",
                  "--no-progress"]) == 0
     summary = capsys.readouterr().err.strip().splitlines()[-1]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_recognizer import ASTRONAUT, make_slim
+from test_recognizer import ASTRONAUT, stand_in_model
 
 from ferkit.cli import main
 from ferkit.inference import inputs
@@ -19,7 +19,7 @@ from ferkit.inference.inputs import case_insensitive_pattern, iter_inputs, sniff
 
 @pytest.fixture(scope="module")
 def slim(tmp_path_factory):
-    return str(make_slim(tmp_path_factory.mktemp("inputs") / "tiny.pt"))
+    return str(stand_in_model(tmp_path_factory.mktemp("inputs") / "tiny.pt"))
 
 
 def _run(capsys, *argv):

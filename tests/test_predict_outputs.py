@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from test_recognizer import ASTRONAUT, make_slim
+from test_recognizer import ASTRONAUT, stand_in_model
 
 from ferkit.cli import main
 from ferkit.inference.outputs import OutputNames
@@ -19,7 +19,7 @@ from ferkit.inference.outputs import OutputNames
 
 @pytest.fixture(scope="module")
 def slim(tmp_path_factory):
-    return str(make_slim(tmp_path_factory.mktemp("outputs") / "tiny.pt"))
+    return str(stand_in_model(tmp_path_factory.mktemp("outputs") / "tiny.pt"))
 
 
 def _run(capsys, *argv):
@@ -39,6 +39,7 @@ def _face_video(path: Path, n: int = 6) -> Path:
 
 
 def test_images_sharing_a_stem_get_their_own_outputs(slim, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="--plot needs the plot extra")
     src = tmp_path / "in"
     src.mkdir()
     Image.open(ASTRONAUT).convert("RGB").save(src / "photo.gif")
@@ -56,6 +57,7 @@ def test_images_sharing_a_stem_get_their_own_outputs(slim, tmp_path, capsys):
 
 
 def test_videos_sharing_a_stem_get_their_own_outputs(slim, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="--plot needs the plot extra")
     for cam in ("cam1", "cam2"):
         (tmp_path / "shots" / cam).mkdir(parents=True)
     _face_video(tmp_path / "shots" / "cam1" / "clip.mp4")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from mp4_edit import move_index_to_front, set_sample_times, truncate_media, write_test_video
-from test_recognizer import make_slim
+from test_recognizer import stand_in_model
 
 from ferkit.cli import main
 from ferkit.inference.video import TruncatedVideoError, iter_frames
@@ -19,7 +19,7 @@ VFR_TIMES = [i / 30 for i in range(30)] + [3.0 + 0.1 * k for k in range(10)]
 
 @pytest.fixture(scope="module")
 def slim(tmp_path_factory):
-    return str(make_slim(tmp_path_factory.mktemp("video") / "tiny.pt"))
+    return str(stand_in_model(tmp_path_factory.mktemp("video") / "tiny.pt"))
 
 
 def _predict(capsys, *argv):
