@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import sys
-import warnings
 from pathlib import Path
 
 FORMATS = ("jsonl", "csv", "text")
@@ -178,199 +177,22 @@ def run(args) -> int:
 
 
 def _predict_all(args, rec, items, aliases, fmt, out) -> int:
-    from tqdm import tqdm
+    from ferkit.inference.batch import predict_inputs
 
-    from ferkit.inference.inputs import iter_inputs
-    from ferkit.inference.outputs import RecordWriter
-
-    quiet = True if args.no_progress else None  # None: tqdm shows bars only on a terminal
-    job = _Job(args, rec, RecordWriter(fmt, rec.labels, out), quiet)
-    try:
-        total = sum(1 for _ in iter_inputs(items, aliases))  # names only: cheap, gives the bar a total
-        bar = tqdm(total=total, unit="file", desc="predict", disable=quiet, file=sys.stderr)
-        chunk = []
-        for entry in iter_inputs(items, aliases):
-            if entry.kind == "image":
-                chunk.append(entry)
-                if len(chunk) >= args.batch_size:
-                    job.images(chunk, bar)
-                    chunk = []
-                continue
-            if chunk:
-                job.images(chunk, bar)
-                chunk = []
-            if entry.kind == "video":
-                job.video(entry.path, entry.name)
-            elif entry.kind == "skipped":
-                job.report.skip(entry.name, entry.problem)
-            else:
-                job.report.ignore(entry.name, entry.problem)
-            bar.update(1)
-        if chunk:
-            job.images(chunk, bar)
-        bar.close()
-        if args.webcam is not None:
-            job.video(args.webcam, f"webcam:{args.webcam}")
-    except KeyboardInterrupt:
+    report = predict_inputs(
+        rec, items, out, fmt=fmt, aliases=aliases, batch_size=args.batch_size, every=args.every,
+        max_frames=args.max_frames, smoothing=args.smoothing, webcam=args.webcam,
+        annotated_dir=args.save_annotated, plot_dir=args.plot,  # both created by run()
+        progress=False if args.no_progress else None,
+    )
+    if report.interrupted:
         print("ferkit: interrupted; summary so far:", file=sys.stderr)
-    if job.stats["crop_like"] and rec.detector.name != "none":
+    if report.stats["crop_like"] and rec.detector.name != "none":
         print(
-            f"ferkit: hint: {job.stats['crop_like']} image(s) with no face found look like face "
+            f"ferkit: hint: {report.stats['crop_like']} image(s) with no face found look like face "
             "crops (small and square): if they are cropped faces, use --detector none to "
             "classify each whole image",
             file=sys.stderr,
         )
-    print(job.report.summary(rec, bool(job.annot), bool(job.plots)), file=sys.stderr)
-    return job.report.exit_code
-
-
-class _Job:
-    """One predict run: analyses inputs, writes records and files, keeps true counts."""
-
-    def __init__(self, args, rec, writer, quiet):
-        from tqdm import tqdm
-
-        from ferkit.inference.outputs import OutputNames, RunReport
-
-        self.args, self.rec, self.writer, self.quiet = args, rec, writer, quiet
-        self.report = RunReport(echo=lambda line: tqdm.write(line, file=sys.stderr))
-        self.stats = self.report.stats
-        self.skip, self.warn = self.report.skip, self.report.warn
-        self.names = OutputNames()
-        self.annot = Path(args.save_annotated) if args.save_annotated else None
-        self.plots = Path(args.plot) if args.plot else None  # both created by run()
-
-    def images(self, chunk, bar):
-        """Decode, detect and classify a chunk of images (one forward pass for all faces)."""
-        from ferkit.errors import FerkitError
-        from ferkit.faces import CropHintWarning, looks_like_crop
-        from ferkit.inference.outputs import AnalysisError
-
-        arrays, names = [], []
-        for entry in chunk:
-            try:
-                arrays.append(self.rec.load_image(entry.path))
-                names.append(entry.name)
-            except FerkitError as e:  # this input only; the batch goes on
-                self.skip(entry.name, e)
-                bar.update(1)
-        with warnings.catch_warnings():  # the summary gives the crop hint once, with numbers
-            warnings.simplefilter("ignore", CropHintWarning)
-            results = _isolating(self.rec.predict_arrays, arrays)
-        for name, arr, faces in zip(names, arrays, results):
-            if isinstance(faces, Exception):  # this image alone broke detection or the model
-                self.skip(name, AnalysisError.of(name, faces))
-                bar.update(1)
-                continue
-            self.stats["images"] += 1
-            self.stats["faces"] += len(faces)
-            self.stats["no_face"] += not faces
-            self.stats["crop_like"] += not faces and looks_like_crop(arr.shape)
-            self.writer.write(name, faces)
-            self._image_files(name, arr, faces)
-            bar.update(1)
-
-    def _image_files(self, name, arr, faces):
-        from ferkit.inference.outputs import (
-            OutputError,
-            annotated_image_path,
-            plot_face_scores,
-            write_image,
-        )
-        from ferkit.inference.video import annotate
-
-        try:
-            if self.annot:
-                base = self.names.base(name)
-                write_image(annotated_image_path(self.annot, base, name), annotate(arr, faces))
-                self.stats["annotated"] += 1
-            if self.plots and faces:
-                base = self.names.base(name)
-                plot_face_scores(faces, self.rec.labels, self.plots / f"{base}_scores.png", name)
-                self.stats["plots"] += 1
-        except OutputError as e:
-            self.warn(name, e)
-
-    def video(self, source, name):
-        from tqdm import tqdm
-
-        from ferkit.inference.outputs import AnalysisError, OutputError, open_video_writer
-        from ferkit.inference.video import (
-            IouTracker,
-            TruncatedVideoError,
-            VideoError,
-            annotate,
-            frame_count,
-            frame_rate,
-            plot_tracks,
-            predict_video,
-        )
-
-        args = self.args
-        tracker = IouTracker(alpha=args.smoothing)
-        n = frame_count(source)
-        if n and args.max_frames:
-            n = min(n, args.max_frames)
-        bar = tqdm(
-            total=(n + args.every - 1) // args.every if n else None,
-            unit="frame",
-            leave=False,
-            desc=Path(str(name)).name,
-            disable=self.quiet,
-            file=sys.stderr,
-        )
-        writer, frames = None, 0
-        try:
-            for frame, faces in predict_video(
-                self.rec, source, args.every, args.max_frames, tracker
-            ):
-                frames += 1
-                self.stats["faces"] += len(faces)
-                self.writer.write(str(name), faces, frame.index, frame.time)
-                if self.annot and writer is not False:
-                    if writer is None:
-                        h, w = frame.rgb.shape[:2]
-                        path = self.annot / f"{self.names.base(name)}_annotated.mp4"
-                        try:
-                            writer = open_video_writer(path, (w, h), frame_rate(source) / args.every)
-                        except OutputError as e:
-                            self.warn(name, e)
-                            writer = False  # no more attempts for this video
-                    if writer:
-                        writer.write(annotate(frame.rgb, faces))
-                bar.update(1)
-        except TruncatedVideoError as e:
-            self.warn(name, e)  # its readable frames were analysed: counted below
-        except Exception as e:  # noqa: BLE001 - VideoError, or a fault on this video only
-            if not isinstance(e, VideoError):
-                e = AnalysisError.of(name, e)
-            if not frames:
-                self.skip(name, e)
-                return
-            self.warn(name, e)  # the frames before the failure were analysed: counted below
-        finally:
-            bar.close()
-            if writer:
-                writer.release()
-                self.stats["annotated"] += 1
-        self.stats["videos"] += 1
-        self.stats["frames"] += frames
-        self.stats["tracks"] += len(tracker.all_tracks())
-        if self.plots:
-            written = plot_tracks(tracker, self.rec.labels, self.plots, self.names.base(name))
-            self.stats["plots"] += len(written)
-
-
-def _isolating(fn, arrays):
-    """``fn(arrays)``; if it raises, ``fn`` on each array alone, the failing ones as exceptions."""
-    try:
-        return fn(arrays)
-    except Exception:  # noqa: BLE001 - one input's fault must not end the batch: find it
-        return [_one(fn, a) for a in arrays]
-
-
-def _one(fn, arr):
-    try:
-        return fn([arr])[0]
-    except Exception as e:  # noqa: BLE001 - reported as this input's problem
-        return e
+    print(report.summary(rec, bool(args.save_annotated), bool(args.plot)), file=sys.stderr)
+    return report.exit_code

@@ -224,6 +224,7 @@ class RunReport:
         self.skipped: Counter = Counter()
         self.warned: Counter = Counter()
         self.ignored: defaultdict[str, list[str]] = defaultdict(list)
+        self.interrupted = False  # a run stopped by Ctrl-C: the counts cover the work done
 
     def skip(self, name: str, problem: BaseException) -> None:
         self.skipped[_reason(problem)] += 1
