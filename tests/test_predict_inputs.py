@@ -66,7 +66,10 @@ def test_glob_matches_extensions_in_any_case_like_folder_scans(slim, tmp_path, c
     assert rc == 0 and sorted(Path(r["source"]).name for r in recs) == ["a.JPG", "b.jpg", "c.Jpeg"]
     assert "2 file(s) ignored: 2 already read" in summary
     assert case_insensitive_pattern("Shots/*.jpg") == "Shots/*.[jJ][pP][gG]"  # folders keep their case
-    assert case_insensitive_pattern("x[ab].png") == "[xX][aAbB].[pP][nN][gG]"
+    assert case_insensitive_pattern("x[ab].png") == "[xX][abAB].[pP][nN][gG]"
+    # Ranges get the other case as a range (not 'aA-zZ', which spans punctuation).
+    assert case_insensitive_pattern("[!a-z]*.png") == "[!a-zA-Z]*.[pP][nN][gG]"
+    assert case_insensitive_pattern("x[.png") == "[xX][[].[pP][nN][gG]"
 
 
 def test_symlink_loops_terminate_and_each_file_is_read_once(slim, tmp_path, capsys):

@@ -147,23 +147,43 @@ def case_insensitive_pattern(pattern: str) -> str:
 
     Folder scans pick files by extension in any case, so ``*.jpg`` must find
     ``IMG_1.JPG`` too. Folder components keep their case: on a case-sensitive
-    file system ``Photos/`` and ``photos/`` are different folders.
+    file system ``Photos/`` and ``photos/`` are different folders. Bracket
+    expressions get both cases too (``[a-c]`` -> ``[a-cA-C]``).
     """
     head, tail = os.path.split(pattern)
-    out, in_class = [], False
-    for ch in tail:
-        if ch == "[" and not in_class:
-            in_class = True
-            out.append(ch)
-        elif ch == "]" and in_class:
-            in_class = False
-            out.append(ch)
-        elif ch.isalpha() and ch.lower() != ch.upper():
-            both = ch.lower() + ch.upper()
-            out.append(both if in_class else f"[{both}]")
+    out, i = [], 0
+    while i < len(tail):
+        ch = tail[i]
+        end = tail.find("]", i + 2) if ch == "[" else -1
+        if end != -1:
+            body = tail[i + 1 : end]
+            neg = body[:1] in ("!", "^")
+            body = body[1:] if neg else body
+            out.append("[" + ("!" if neg else "") + body + _other_case(body) + "]")
+            i = end + 1
+            continue
+        if ch == "[":
+            out.append("[[]")  # an unclosed bracket is a literal '['; keep it one
         else:
-            out.append(ch)
+            out.append(f"[{ch.lower()}{ch.upper()}]" if ch.lower() != ch.upper() else ch)
+        i += 1
     return os.path.join(head, "".join(out)) if head else "".join(out)
+
+
+def _other_case(body: str) -> str:
+    """The letters and letter ranges of a bracket expression, in the other case."""
+    extra, i = [], 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            a, b = body[i], body[i + 2]
+            if a.isalpha() and b.isalpha() and a.swapcase() != a and b.swapcase() != b:
+                extra.append(f"{a.swapcase()}-{b.swapcase()}")
+            i += 3
+            continue
+        if body[i].swapcase() != body[i]:
+            extra.append(body[i].swapcase())
+        i += 1
+    return "".join(extra)
 
 
 def iter_inputs(
