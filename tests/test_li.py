@@ -277,3 +277,16 @@ def test_denoise_preview(trained, tmp_path, capsys):
     assert main(["denoise-preview", str(trained["vgg"] / "best.ckpt"), "--data", str(trained["data"]),
                  "--out", str(tmp_path / "x.png"), "--no-progress"]) == 2
     assert "not a denoising autoencoder" in capsys.readouterr().err
+
+
+def test_an_exported_dae_is_known_as_an_autoencoder(tmp_path):
+    """A slim (exported) file has no training hyper-parameters: the robustness sweep used to
+    read 'task' from them, took an exported DAE for a classifier and failed deep inside."""
+    from ferkit.errors import FerkitError
+    from ferkit.evaluation.robustness import robustness_sweep
+    from ferkit.labels import FER7
+    from ferkit.models.checkpoint import save_slim
+
+    save_slim(create_model("li-dae"), {"model": "li-dae", "labels": list(FER7)}, tmp_path / "dae.pt")
+    with pytest.raises(FerkitError, match="reconstruction model has no class accuracy"):
+        robustness_sweep(tmp_path / "dae.pt", tmp_path / "no-data-needed")

@@ -136,3 +136,34 @@ def test_awei_takes_torchvisions_full_vgg16_layout(tmp_path):
     torch.save({"state_dict": {f"model.{k}": v for k, v in m.state_dict().items()}}, tmp_path / "awei.ckpt")
     m2 = create_model("awei", input_size=64, weights=str(tmp_path / "awei.ckpt"))
     assert torch.equal(m2.vgg[0].weight, feats[0].weight)
+
+
+def test_autoencoders_are_refused_where_class_scores_are_needed(tmp_path, capsys):
+    # `ferkit evaluate DAE.pt` used to fail deep inside with a tensor-shape RuntimeError.
+    from conftest import write_class_tree
+
+    from ferkit.cli import main
+
+    save_slim(create_model("li-dae"), {"model": "li-dae", "labels": LABELS}, tmp_path / "dae.pt")
+    _, clf = _slim(tmp_path)
+    data = write_class_tree(tmp_path / "data", n=1)
+    assert main(["evaluate", str(tmp_path / "dae.pt"), "--data", str(data), "--no-progress"]) == 2
+    assert "reconstructs images" in capsys.readouterr().err
+    assert main(["compare", str(clf), str(tmp_path / "dae.pt"), "--data", str(data), "--no-progress"]) == 2
+    assert "denoise-preview" in capsys.readouterr().err
+    with pytest.raises(FerkitError, match="li-dae model reconstructs images"):
+        Ensemble.from_checkpoints([clf, tmp_path / "dae.pt"])
+
+
+def test_evaluate_warns_about_a_framing_mismatch(tmp_path, monkeypatch, capsys):
+    # The warning's module was not imported: a mismatch ended `ferkit evaluate` with a NameError.
+    from conftest import write_class_tree
+
+    from ferkit.cli import main
+    from ferkit.evaluation import evaluate
+
+    _, clf = _slim(tmp_path)
+    data = write_class_tree(tmp_path / "data", n=1)
+    monkeypatch.setattr(evaluate, "framing_mismatch", lambda index, cfg: "faces cut with another margin")
+    assert main(["evaluate", str(clf), "--data", str(data), "--no-progress", "--json"]) == 0
+    assert "faces cut with another margin" in capsys.readouterr().err

@@ -59,10 +59,11 @@ def evaluate_model(
 ) -> tuple[dict, FerDataset]:
     """Evaluate one checkpoint (or ensemble file) on a split; returns (report, dataset)."""
     from ferkit.evaluation.ensemble import Ensemble, make_tta
-    from ferkit.models.checkpoint import load_model_any
+    from ferkit.models.checkpoint import load_model_any, require_classifier
     from ferkit.training.datamodule import checkpoint_split
 
     model, spec = load_model_any(str(ref))
+    require_classifier(spec, model)
     ds = checkpoint_split(ref, data, split, labels=spec["labels"], input_config=spec["input_config"],
                           dataset=dataset, val_fraction=val_fraction, source_options=source_options,
                           progress=progress)

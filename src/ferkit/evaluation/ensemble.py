@@ -34,6 +34,7 @@ from ferkit.models.checkpoint import (
     load_model_any,
     read_checkpoint,
     register_format,
+    require_classifier,
 )
 from ferkit.models.registry import InputConfig
 
@@ -262,6 +263,7 @@ class Ensemble(nn.Module):
             if isinstance(m, Ensemble):
                 parts = list(zip(m.members, m.specs, (m.weights * float(w)).tolist()))
             else:
+                require_classifier(spec, m)
                 parts = [(m, spec, float(w))]
             if labels is None:
                 labels = list(spec["labels"])

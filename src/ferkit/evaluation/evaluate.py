@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import torch
 
 from ferkit.errors import FerkitError
 from ferkit.evaluation.ensemble import Ensemble, make_tta
 from ferkit.evaluation.metrics import classification_report, predict_log_probs
-from ferkit.models.checkpoint import load_model_any
+from ferkit.models.checkpoint import load_model_any, require_classifier
 
 
 def resolve_device(device: str) -> str:
@@ -23,6 +24,8 @@ def evaluate_checkpoints(args) -> dict:
     """Evaluate ``args.checkpoint`` (one, or several = soft-voting ensemble) on ``args.split``."""
     device = resolve_device(args.device)
     loaded = [load_model_any(c) for c in args.checkpoint]
+    for model, spec in loaded:
+        require_classifier(spec, model)
     labels = loaded[0][1]["labels"]
     for _, spec in loaded[1:]:
         if spec["labels"] != labels:

@@ -266,6 +266,27 @@ def load_checkpoint(path, map_location="cpu") -> tuple[nn.Module, dict]:
     return _model_from_checkpoint(read_checkpoint(path), path, map_location)
 
 
+def require_classifier(spec: dict, model: nn.Module | None = None) -> None:
+    """Refuse a loaded model that reconstructs images instead of scoring classes.
+
+    Evaluation, comparison, ensembles and robustness sweeps need class scores; an
+    autoencoder (:func:`ferkit.models.registry.model_task`) would fail deep inside them.
+
+    Raises:
+        FerkitError: one line naming the file and pointing to ``ferkit denoise-preview``.
+    """
+    from ferkit.models.registry import model_task
+
+    name = spec.get("model") or getattr(model, "model_name", None)
+    if name in (None, "ensemble"):  # an ensemble's members were checked when it was built
+        return
+    if model_task(name) != "classify":
+        raise FerkitError(
+            f"{spec.get('path') or name}: a {name} model reconstructs images and has no "
+            "class scores (use 'ferkit denoise-preview' for autoencoders)"
+        )
+
+
 #: ``format`` value -> reader ``(checkpoint dict, path, map_location) -> (model, spec)``.
 _FORMATS: dict[str, Callable[..., tuple[nn.Module, dict]]] = {}
 
