@@ -19,7 +19,8 @@ The faces are random uint8 images at the model's frame size (the cost of a step 
 depend on pixel values). The clock starts after ``--warmup`` steps (cuDNN autotuning, lazy
 initialisation) with a device synchronisation, and stops after ``--steps`` more, again
 synchronised; nothing inside the timed steps reads back from the device. No validation,
-no checkpoints, no logger.
+checkpoints, logger or progress bar: in a run they act once per epoch or every 50 steps,
+and the GPU job trains with ``--no-progress``.
 
 Per row: images/s, ms/step (on CPU also the process's CPU time per step, which moves much
 less than wall time on a shared machine), forward GFLOP per image (``ferkit.models.flops.forward_flops``,
