@@ -135,3 +135,44 @@ def test_resume_keeps_the_runs_batch_limit(tmp_path):
     assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress", "--device", "cpu"]) == 0
     # 1 batch per epoch for all three epochs (4 batches per epoch without the limit).
     assert torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 3
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resumed_budget_run_keeps_its_plan_and_its_cosine(tmp_path, monkeypatch):
+    """A time-budget run cut to 4 of its 40 epochs is killed after epoch 2 and resumed: the
+    resumed run must end at epoch 4 with the cosine continuing down to its floor. Before, the
+    new process sized the cosine to all 40 epochs (the lr jumped back near its peak) and planned
+    afresh."""
+    from ferkit.training.schedule import RunSchedule
+
+    data = write_class_tree(tmp_path / "data", n=4)
+    orig = RunSchedule.on_train_epoch_start
+
+    def budget_then_kill(self, trainer, pl_module):
+        if trainer.current_epoch == 0:
+            self.shorten(trainer, pl_module, 4)  # what the budget decides on a slow machine
+        if trainer.current_epoch == 2:
+            raise _Killed
+        orig(self, trainer, pl_module)
+
+    monkeypatch.setattr(RunSchedule, "on_train_epoch_start", budget_then_kill)
+    with pytest.raises(_Killed):
+        main(["train", "boulis-baseline", "--data", str(data), "--out", str(tmp_path / "runs"), *FAST,
+              "--epochs", "40", "--lr", "0.01", "--set", "scheduler=cosine", "--set", "min_lr=0.0001",
+              "--set", "model_kwargs={hidden: 16}", "--set", "early_stopping_patience=null"])
+    monkeypatch.setattr(RunSchedule, "on_train_epoch_start", orig)
+    run = next((tmp_path / "runs").iterdir())
+    killed = torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)
+    assert killed["epoch"] == 1
+    lr_killed = killed["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "summary.json").read_text())["epochs_trained"] == 4
+    # the learning rate logged at the start of each resumed epoch: on down the curve, never back up
+    resumed = [float(r["lr-Adam"]) for r in _rows(run) if r.get("lr-Adam") and int(r["step"]) > killed["global_step"]]
+    assert resumed and all(lr < lr_killed for lr in resumed), (lr_killed, resumed)
+    last = torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 3
+    assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0001, rel=0.05)

@@ -104,6 +104,13 @@ class RunSchedule(Callback):
         if getattr(pl_module, "schedule_steps", None):
             pl_module.schedule_steps = max(1, pl_module.schedule_steps * epochs // max(1, old))
 
+    def on_train_start(self, trainer, pl_module):
+        # A resumed run: its checkpoint's plan (restored by load_state_dict) is applied again.
+        # Without it, the new process sized the cosine to the recipe's full epochs, and a
+        # budget run killed at epoch 4 of 9 went back from lr 0.0059 to 0.00999 (near its peak).
+        if self.planned_epochs is not None and self.planned_epochs < trainer.max_epochs:
+            self.shorten(trainer, pl_module, self.planned_epochs)
+
     def state_dict(self):
         return {"planned_epochs": self.planned_epochs}
 
