@@ -206,3 +206,25 @@ def test_evaluation_names_a_framing_mismatch():
     assert "margin 0.1" in framing_mismatch(idx, InputConfig(face_margin=0.0))
     assert framing_mismatch(idx, InputConfig(face_margin=0.1)) is None
     assert framing_mismatch(Index("fer2013", "/f", "test", [], [], None, ""), InputConfig()) is None
+
+
+def test_evaluate_warns_when_the_faces_are_framed_unlike_the_models(tmp_path):
+    """A checkpoint whose run cut KDEF faces with margin 0.1 while the model declares 0.0
+    (here a slim file dropped into the run folder) is evaluated with a warning naming both."""
+    pytest.importorskip("torch", reason="evaluation needs the train extra")
+    import yaml
+    from test_kdef import write_kdef
+    from test_recognizer import make_slim
+
+    from ferkit.evaluation.evaluate import evaluate_checkpoints
+    from ferkit.training.recipes import load_recipe
+
+    root = write_kdef(tmp_path / "k", subjects=("F01", "M01"), sessions=("A",), angles=("S",))
+    run = tmp_path / "run"
+    run.mkdir()
+    rec = {**load_recipe("boulis-baseline").to_dict(), "dataset": "kdef", "source_options": {"face_crop": True}}
+    (run / "config.yaml").write_text(yaml.safe_dump({"recipe": rec, "data": str(root)}))
+    make_slim(run / "best.ckpt")
+    with pytest.warns(UserWarning, match=r"margin 0\.1 .*framing is 0"):
+        rep = evaluate_checkpoints(run / "best.ckpt", root, "all", batch_size=8, device="cpu", progress=False)
+    assert rep["checkpoints"] == [str(run / "best.ckpt")] and sum(rep["confusion"][0]) >= 1

@@ -266,10 +266,9 @@ def test_broken_yaml_is_one_line_with_its_position(tmp_path, capsys):
 
 def test_evaluating_a_run_on_another_layout_drops_the_runs_source_options(tmp_path):
     """A KDEF run's source options (face_crop, angles) would be refused by the folder layout."""
-    import argparse
-
-    from ferkit.evaluation.evaluate import _split_dataset
     from ferkit.labels import FER7
+    from ferkit.models.input_config import InputConfig
+    from ferkit.training.datamodule import checkpoint_split
 
     run = tmp_path / "run"
     run.mkdir()
@@ -277,9 +276,9 @@ def test_evaluating_a_run_on_another_layout_drops_the_runs_source_options(tmp_pa
            "source_options": {"face_crop": False, "angles": ["S"]}}
     (run / "config.yaml").write_text(yaml.safe_dump({"recipe": rec, "data": "/elsewhere"}))
     data = write_class_tree(tmp_path / "d", n=2, splits=())
-    args = argparse.Namespace(checkpoint=[str(run / "best.ckpt")], data=str(data), split="all", dataset="folders",
-                              val_fraction=None, no_progress=True, strict=False)
-    assert len(_split_dataset(args, list(FER7), 48, 1)) == 14
+    ds = checkpoint_split(run / "best.ckpt", data, "all", labels=list(FER7), input_config=InputConfig(),
+                          dataset="folders", progress=False)
+    assert len(ds) == 14
 
 
 @pytest.mark.parametrize("argv", [

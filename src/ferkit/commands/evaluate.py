@@ -65,7 +65,12 @@ def run(args) -> int:
     from ferkit.evaluation.evaluate import evaluate_checkpoints
     from ferkit.evaluation.metrics import format_report
 
-    rep = evaluate_checkpoints(args)
+    rep = evaluate_checkpoints(
+        args.checkpoint, args.data, args.split, dataset=args.dataset, val_fraction=args.val_fraction,
+        tta=args.tta, tta_preset=args.tta_preset, distortion=args.distortion,
+        distortion_seed=args.distortion_seed, strict=args.strict, batch_size=args.batch_size,
+        device=args.device, progress=not args.no_progress,
+    )
     if args.json:
         json.dump(rep, sys.stdout)
         print()

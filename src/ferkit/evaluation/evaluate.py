@@ -20,41 +20,84 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def evaluate_checkpoints(args) -> dict:
-    """Evaluate ``args.checkpoint`` (one, or several = soft-voting ensemble) on ``args.split``."""
-    device = resolve_device(args.device)
-    loaded = [load_model_any(c) for c in args.checkpoint]
+def evaluate_checkpoints(
+    checkpoints,
+    data,
+    split: str = "test",
+    *,
+    dataset: str | None = None,
+    val_fraction: float | None = None,
+    tta: int | str | None = None,
+    tta_preset: str = "boulis",
+    distortion: str | None = None,
+    distortion_seed: int = 0,
+    strict: bool = False,
+    batch_size: int = 256,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Evaluate one checkpoint, or several as a soft-voting ensemble, on a dataset split.
+
+    Args:
+        checkpoints: paths (``best.ckpt``, an exported ``.pt``, an ensemble file) or
+            ``"default"``; a single path may be given as a string.
+        data: the dataset path. split: ``train``, ``val``, ``test``, ``publictest``...
+        dataset, val_fraction: override the layout / validation share (default: the
+            checkpoint's run, else auto-detected and 0.1; see ``checkpoint_split``).
+        tta: None (off), K (the face, its mirror and K augmented copies; 0 = the
+            mirror only) or ``"ten-crop"``. tta_preset: augmentation of the TTA copies.
+        distortion, distortion_seed: evaluate on distorted faces (``"random-gray:3"``).
+        strict: refuse classes outside the model's labels (else skipped with a warning).
+        batch_size: faces per forward pass. device: ``auto``, ``cpu`` or ``cuda``.
+        progress: show progress bars.
+
+    Returns:
+        The :func:`~ferkit.evaluation.metrics.classification_report` dict plus ``split``,
+        ``data``, ``checkpoints``, ``skipped`` (reason -> count) and ``tta``.
+
+    Raises:
+        FerkitError: unreadable checkpoint, members with different label sets, bad data.
+    """
+    from ferkit.models.input_config import InputConfig
+    from ferkit.training.datamodule import checkpoint_split
+
+    checkpoints = [checkpoints] if isinstance(checkpoints, (str, bytes)) or hasattr(checkpoints, "__fspath__") \
+        else list(checkpoints)
+    device = resolve_device(device)
+    loaded = [load_model_any(c) for c in checkpoints]
     for model, spec in loaded:
         require_classifier(spec, model)
     labels = loaded[0][1]["labels"]
     for _, spec in loaded[1:]:
         if spec["labels"] != labels:
             raise FerkitError("ensemble members must share one label set")
-    # None: no TTA; 0: image + mirror; K: + K copies; "ten-crop": each model's ten crops
-    tta_k = getattr(args, "tta", None)
     single = len(loaded) == 1 and spec_kind(loaded[0][1]) != "ensemble"
-    size = max(s["input_config"].frame for _, s in loaded)
-    ch = max(s["input_config"].channels for _, s in loaded)
-    ds = _split_dataset(args, labels, size, ch)
+    cfg = InputConfig(size=max(s["input_config"].frame for _, s in loaded),
+                      channels=max(s["input_config"].channels for _, s in loaded))
+    ds = checkpoint_split(checkpoints[0], data, split, labels=labels, input_config=cfg, dataset=dataset,
+                          val_fraction=val_fraction, strict=strict, progress=progress)
     if single and (msg := framing_mismatch(ds.index, loaded[0][1]["input_config"])):
         warnings.warn(msg, stacklevel=2)
+    transform = None
+    if distortion:
+        from ferkit.data.distortions import parse_distortion
+
+        transform = parse_distortion(distortion, seed=distortion_seed)
+    # tta None: off; 0: the face and its mirror; K: + K copies; "ten-crop": each model's ten crops
     if single:
-        model, spec = loaded[0]
-        tta = _tta(args)
-        logp, y = predict_log_probs(model, ds, args.batch_size, device, tta=tta, progress=not args.no_progress,
-                                 input_transform=_distortion(args))
+        model = loaded[0][0]
+        logp, y = predict_log_probs(model, ds, batch_size, device, progress=progress, input_transform=transform,
+                                    tta=None if tta is None else make_tta(tta, tta_preset))
     else:
         ens = Ensemble.from_loaded(loaded) if len(loaded) > 1 else loaded[0][0]
-        logp, y = ens.predict_log_probs(ds, args.batch_size, device, tta_copies=tta_k or 0,
-                                     progress=not args.no_progress, input_transform=_distortion(args),
-                                     tta_preset=getattr(args, "tta_preset", "boulis"),
-                                     tta_flip_only=tta_k == 0)
+        logp, y = ens.predict_log_probs(ds, batch_size, device, tta_copies=tta or 0, progress=progress,
+                                        input_transform=transform, tta_preset=tta_preset,
+                                        tta_flip_only=tta == 0)
     if msg := ds.report_skipped():
         print(msg, file=sys.stderr)
     rep = classification_report(logp, y, labels)
-    rep.update(split=args.split, data=str(args.data), checkpoints=list(args.checkpoint),
-               skipped=dict(ds.skipped),
-               tta=_tta_report(tta_k, getattr(args, "tta_preset", "boulis")))
+    rep.update(split=split, data=str(data), checkpoints=[str(c) for c in checkpoints], skipped=dict(ds.skipped),
+               tta=_tta_report(tta, tta_preset))
     return rep
 
 
@@ -75,35 +118,9 @@ def spec_kind(spec: dict) -> str:
     return "ensemble" if spec.get("model") == "ensemble" else "model"
 
 
-def _split_dataset(args, labels, size: int, channels: int):
-    """The faces to evaluate on (see :func:`ferkit.training.datamodule.checkpoint_split`)."""
-    from ferkit.models.input_config import InputConfig
-    from ferkit.training.datamodule import checkpoint_split
-
-    return checkpoint_split(args.checkpoint[0], args.data, args.split, labels=labels,
-                            input_config=InputConfig(size=size, channels=channels), dataset=args.dataset,
-                            val_fraction=args.val_fraction, strict=args.strict, progress=not args.no_progress)
-
-
-def _tta(args):
-    k = getattr(args, "tta", None)
-    if k is None:  # --tta 0 is a real setting: the original and its mirror image only
-        return None
-    return make_tta(k, getattr(args, "tta_preset", "boulis"))
-
-
 def _tta_report(k, preset: str) -> dict | None:
     if k is None:
         return None
     if isinstance(k, str):
         return {"mode": k}
     return {"copies": k, "preset": preset}
-
-
-def _distortion(args):
-    spec = getattr(args, "distortion", None)
-    if not spec:
-        return None
-    from ferkit.data.distortions import parse_distortion
-
-    return parse_distortion(spec, seed=getattr(args, "distortion_seed", 0))
