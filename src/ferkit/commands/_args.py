@@ -15,3 +15,25 @@ def positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
     return v
+
+
+def run_options() -> argparse.ArgumentParser:
+    """Options of the commands that run a model over a dataset split (evaluate, compare,
+    robustness, denoise-preview), for ``sub.add_parser(..., parents=[run_options()])``:
+    ``--batch-size`` (faces per forward pass, default 256), ``--device`` (auto, cpu, cuda;
+    default auto) and ``--no-progress``. One definition, so they cannot drift apart."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("running")  # listed after the command's own options
+    g.add_argument("--batch-size", type=positive_int, default=256,
+                   help="faces per forward pass (default: 256)")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the model runs; auto = cuda when available (default: auto)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def json_option(what: str = "print one JSON object on stdout") -> argparse.ArgumentParser:
+    """The ``--json`` flag as a parent parser (``what`` is its help text)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--json", action="store_true", help=what)
+    return p

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ferkit.commands._args import positive_int
+from ferkit.commands._args import json_option, run_options
 
 
 def add_parser(sub):
@@ -13,6 +13,7 @@ def add_parser(sub):
 
     p = sub.add_parser(
         "compare",
+        parents=[run_options(), json_option()],
         help="per-class misclassification of several models side by side (e.g. class weights on/off)",
         description="Evaluate every checkpoint on the same split and print, for each class, the share "
         "of its faces each model misclassifies, with differences to the first checkpoint, plus "
@@ -41,10 +42,6 @@ def add_parser(sub):
         action="store_true",
         help="also report video-level accuracy (mean frame probability; RAVDESS frames)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p
 

@@ -6,12 +6,13 @@ import json
 import sys
 from pathlib import Path
 
-from ferkit.commands._args import positive_int
+from ferkit.commands._args import positive_int, run_options
 
 
 def add_parser(sub):
     p = sub.add_parser(
         "denoise-preview",
+        parents=[run_options()],
         help="grid of distorted / denoised / clean faces and PSNR/SSIM of a denoising autoencoder",
         description="Distort a split with a seeded distortion, run a trained denoising autoencoder "
         "(li-dae) on it, save a PNG grid (rows: distorted, denoised, clean) and print PSNR and SSIM "
@@ -27,9 +28,6 @@ def add_parser(sub):
                    help="distortion to remove (default: random-gray:3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the distorted copy (default: 0)")
     p.add_argument("--limit", type=positive_int, help="measure PSNR/SSIM on only N evenly spaced images")
-    p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ferkit.commands._args import positive_int
+from ferkit.commands._args import json_option, run_options
 
 
 def parse_tta(value: str) -> int | str:
@@ -29,6 +29,7 @@ def parse_tta(value: str) -> int | str:
 def add_parser(sub):
     p = sub.add_parser(
         "evaluate",
+        parents=[run_options(), json_option()],
         help="evaluate checkpoint(s) on a dataset split",
         description="Accuracy, loss, macro-F1, per-class accuracy and misclassification rate, and the "
         "confusion matrix of a trained model on a dataset split. Classes the model does not know "
@@ -41,7 +42,6 @@ def add_parser(sub):
                    help="split: train, val, test, all, publictest, privatetest... (default: test)")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="val share carved from train (default: the checkpoint's recipe, else 0.1)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", help="folder for the report: report.json, confusion.png, per_class.png")
     p.add_argument("--tta", type=parse_tta, default=None, metavar="K|ten-crop",
                    help="test-time augmentation: average the image, its mirror and K augmented copies "
@@ -54,9 +54,6 @@ def add_parser(sub):
                    help="evaluate on distorted faces, e.g. random-gray:3 (see 'ferkit robustness')")
     p.add_argument("--distortion-seed", type=int, default=0, help="seed of the distorted copy (default: 0)")
     p.add_argument("--strict", action="store_true", help="error on classes outside the model's labels")
-    p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from ferkit.commands._args import positive_int
+from ferkit.commands._args import positive_int, run_options
 
 
 def add_parser(sub):
     p = sub.add_parser(
         "robustness",
+        parents=[run_options()],
         help="accuracy on clean and distorted copies of a split (noise robustness)",
         description="Evaluate a classifier on the clean split and on seeded distorted copies of it "
         "(every distortion x severity; the same seed gives the same copy for every model). Prints "
@@ -28,9 +29,6 @@ def add_parser(sub):
     p.add_argument("--distortions", help="comma-separated distortion names (default: all)")
     p.add_argument("--limit", type=positive_int, help="evaluate only N evenly spaced images (quick runs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the distorted copies (default: 0)")
-    p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     return p
 
