@@ -121,3 +121,38 @@ def test_evaluate_warns_when_the_runs_config_is_damaged(run, tmp_path, capsys):
     assert main(["evaluate", str(r / "best.ckpt"), "--data", str(data), "--split", "test", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert f"{r / 'config.yaml'}: unreadable run config (" in err and "not necessarily the run's" in err
+
+
+@pytest.mark.parametrize(("edit", "msg"), [
+    # A hand-edited batch limit was a TypeError / MisconfigurationException traceback.
+    ({"limit_train_batches": "abc"}, "limit_train_batches must be a fraction in (0, 1), a whole batch count or null, "
+                                     "got 'abc'"),
+    ({"limit_val_batches": -3}, "limit_val_batches must be a fraction in (0, 1)"),
+    ({"limit_val_batches": 2.5}, "got 2.5"),
+    # Another network than the checkpoint's was a 'size mismatch' RuntimeError traceback.
+    ({"recipe": {"model_kwargs": {"hidden": 8}}}, "model_kwargs {'hidden': 8} (checkpoint: {}) differ from last.ckpt"),
+    ({"recipe": {"labels": list("abcdefg")}}, "labels ['a', 'b'"),
+    # Another validation split resumed in silence (best.ckpt compares val_loss across epochs).
+    ({"recipe": {"val_fraction": 0.3}}, "val_fraction 0.3 (checkpoint: 0.1) differ"),
+])
+def test_resume_refuses_a_config_edited_away_from_its_checkpoint(run, tmp_path, capsys, edit, msg):
+    import yaml
+
+    run = _copy(run, tmp_path)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    for k, v in edit.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--resume", str(run), *FAST]) == 2
+    line = _error_line(capsys)
+    assert str(run / "config.yaml") in line and msg in line, line
+
+
+def test_resume_takes_hand_edits_that_keep_network_and_split(run, tmp_path):
+    import yaml
+
+    run = _copy(run, tmp_path)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["recipe"]["epochs"] = 2  # a longer run: fine
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--resume", str(run), *FAST]) == 0

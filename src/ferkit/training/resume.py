@@ -82,7 +82,34 @@ def prepare_resume(resume, data, overrides: dict | None) -> tuple[Path, Recipe, 
         else:
             todo = f"delete {last} to start the run over"
         raise FerkitError(f"{last}: {why}; {todo}")
+    _check_against_checkpoint(recipe, last, cfg_file)
     return run_dir, recipe, data or saved_data, str(last)
+
+
+def _check_against_checkpoint(recipe: Recipe, last: Path, cfg_file: Path) -> None:
+    """Refuse a config.yaml edited by hand away from the run's checkpoint: another network was a
+    'size mismatch' RuntimeError traceback deep in Lightning, another validation split changed
+    best.ckpt's selection in silence."""
+    from ferkit.labels import FER7
+
+    ck = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+    saved = ck.get("hyper_parameters") or {}
+    ours = {f: getattr(recipe, f) for f in (*ARCHITECTURE_FIELDS, *SPLIT_FIELDS)}
+    ours["labels"] = list(recipe.labels or FER7)  # the checkpoint holds the labels the run used
+    changed = [f"{f} {ours[f]!r} (checkpoint: {saved[f]!r})" for f in ours if f in saved and saved[f] != ours[f]]
+    if changed:
+        raise FerkitError(f"{cfg_file}: {'; '.join(changed)} differ from {last.name}; put config.yaml back "
+                          "or start a new run")
+
+
+def check_batch_limit(value, where: str):
+    """A saved ``limit_*_batches`` value as ``--limit-batches`` takes it: None, a fraction in
+    (0, 1) or a whole count >= 1 (a hand-edited 'abc' was a TypeError traceback)."""
+    ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                           and value > 0 and (value < 1 or float(value).is_integer()))
+    if not ok:
+        raise FerkitError(f"{where} must be a fraction in (0, 1), a whole batch count or null, got {value!r}")
+    return int(value) if value is not None and value >= 1 else value
 
 
 class RandomState(Callback):

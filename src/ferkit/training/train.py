@@ -39,7 +39,7 @@ from ferkit.models.registry import model_input_config, model_task
 from ferkit.training.datamodule import FerDataModule
 from ferkit.training.module import FerLitModule
 from ferkit.training.recipes import Recipe, load_recipe
-from ferkit.training.resume import RandomState, prepare_resume
+from ferkit.training.resume import RandomState, check_batch_limit, prepare_resume
 from ferkit.training.schedule import EMAWeights, RunSchedule
 
 _RUN_DIR_ENV = "FERKIT_RUN_DIR"  # lets DDP worker processes find the run rank 0 created
@@ -199,10 +199,11 @@ def train(
         run_dir, recipe, data, ckpt_path = prepare_resume(resume, data, overrides)
         # A resumed run keeps its batch limits (smoke runs) unless new ones are given.
         saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        cfg = run_dir / "config.yaml"
         if limit_train_batches is None:
-            limit_train_batches = saved.get("limit_train_batches")
+            limit_train_batches = check_batch_limit(saved.get("limit_train_batches"), f"{cfg}: limit_train_batches")
         if limit_val_batches is None:
-            limit_val_batches = saved.get("limit_val_batches")
+            limit_val_batches = check_batch_limit(saved.get("limit_val_batches"), f"{cfg}: limit_val_batches")
     else:
         recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
         recipe = recipe.override(**(overrides or {}))
