@@ -82,7 +82,7 @@ def test_attributes(rec, slim):
 
 def test_auto_backend_picks_onnxruntime_on_the_cpu_when_installed(slim, monkeypatch):
     pytest.importorskip("torch")
-    from ferkit.inference import recognizer as recognizer_mod
+    from ferkit.inference import loading as recognizer_mod  # where backends are resolved
 
     assert resolve_backend("model.onnx", "cpu") == "onnx"
     monkeypatch.setattr(recognizer_mod, "onnx_available", lambda: True)

@@ -260,3 +260,29 @@ def decode_image(src, channels: int | None = None) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return convert_channels(arr, channels)
+
+
+def load_any_image(image, *, color: str = "rgb") -> np.ndarray:
+    """Any supported input -> uint8 (H, W, C) RGB or gray array (``Recognizer.load_image``).
+
+    Inputs: a file path; encoded bytes; base64 text of them (or a ``data:`` URI); a
+    ``PIL.Image``; a numpy array (H, W[, C]), RGB unless ``color="bgr"``.
+
+    Raises:
+        ImageDecodeError: missing, unreadable or too large file; a bad array.
+        FerkitError: an input of another type, or a bad ``color``.
+    """
+    from ferkit.errors import FerkitError
+
+    if isinstance(image, np.ndarray):
+        if color.lower() not in ("rgb", "bgr"):
+            raise FerkitError(f"color must be 'rgb' or 'bgr', not {color!r}")
+        if image.ndim == 3 and image.shape[2] in (3, 4) and color.lower() == "bgr":
+            order = [2, 1, 0] if image.shape[2] == 3 else [2, 1, 0, 3]
+            image = image[:, :, order]  # BGR(A) -> RGB(A)
+    elif not isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)):
+        raise FerkitError(
+            f"unsupported image input {type(image).__name__}: use a path, bytes, "
+            "base64 text, a PIL image or a numpy array (H, W[, C])"
+        )
+    return decode_image(image)

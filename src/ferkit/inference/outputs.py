@@ -17,11 +17,42 @@ import csv
 import json
 import os
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ferkit.errors import DataError, FerkitError
+
+
+@dataclass
+class Face:
+    """One detected face and its expression.
+
+    Attributes:
+        box: (x, y, w, h) in pixels of the input image.
+        label: the most probable emotion.
+        confidence: its probability.
+        scores: probability of every emotion the model knows.
+        track_id: stable id across video frames (None for still images).
+    """
+
+    box: tuple[int, int, int, int]
+    label: str
+    confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+    track_id: int | None = None
+
+    def to_dict(self) -> dict:
+        d = {
+            "box": [int(v) for v in self.box],
+            "label": self.label,
+            "confidence": round(float(self.confidence), 6),
+            "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
+        }
+        if self.track_id is not None:
+            d["track_id"] = self.track_id
+        return d
 
 FORMATS = ("jsonl", "csv", "text")
 

@@ -34,8 +34,6 @@ import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -44,45 +42,20 @@ from ferkit.faces import (
     CROP_HINT,
     FER_MARGIN,
     Box,
-    check_margin,
     CropHintWarning,
+    check_margin,
     crop_face,
     get_detector,
     looks_like_crop,
 )
 
+# Loading (files, backends, devices) lives in ferkit.inference.loading and Face in
+# ferkit.inference.outputs; these names stay importable from here.
+from ferkit.inference.loading import _pick_device, onnx_available, resolve_backend  # noqa: F401
+from ferkit.inference.outputs import Face
+
 #: Faces per forward pass; bigger batches gain little on CPU and cost memory.
 MAX_BATCH = 1024
-
-
-@dataclass
-class Face:
-    """One detected face and its expression.
-
-    Attributes:
-        box: (x, y, w, h) in pixels of the input image.
-        label: the most probable emotion.
-        confidence: its probability.
-        scores: probability of every emotion the model knows.
-        track_id: stable id across video frames (None for still images).
-    """
-
-    box: tuple[int, int, int, int]
-    label: str
-    confidence: float
-    scores: dict[str, float] = field(default_factory=dict)
-    track_id: int | None = None
-
-    def to_dict(self) -> dict:
-        d = {
-            "box": [int(v) for v in self.box],
-            "label": self.label,
-            "confidence": round(float(self.confidence), 6),
-            "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
-        }
-        if self.track_id is not None:
-            d["track_id"] = self.track_id
-        return d
 
 
 class Recognizer:
@@ -202,72 +175,12 @@ class Recognizer:
             FerkitError: missing or unreadable model, unknown backend/detector/tta, or a
                 PyTorch checkpoint / backend / GPU without PyTorch installed.
         """
-        from ferkit.inference.pretrained import PRETRAINED, model_version, resolve_pretrained
-        from ferkit.models.input_config import InputConfig
+        from ferkit.inference.loading import load_recognizer
 
-        backend = backend.lower()
-        if backend not in ("auto", "torch", "onnx"):
-            raise FerkitError(f"unknown backend {backend!r}; choose auto, torch or onnx")
-        # A shipped model has an .onnx (base install) and a .pt file: PyTorch gets the
-        # .pt, everything on the CPU the .onnx, so "auto" on a CPU never imports torch.
-        wants_torch = backend == "torch" or (backend == "auto" and _pick_device(device) != "cpu")
-        path = resolve_pretrained(name_or_path, prefer="torch" if wants_torch else "onnx")
-        if backend == "auto":
-            backend = resolve_backend(path, device)
-        if path.suffix.lower() == ".onnx":
-            if backend != "onnx":
-                raise FerkitError(f"{path}: an ONNX file needs backend='onnx' (--backend onnx)")
-            from ferkit.inference.onnx_runtime import onnx_session
-
-            sess, meta = onnx_session(path, threads=threads or 2)
-            return cls(
-                labels=meta["labels"],
-                input_config=InputConfig.from_dict(meta["input_config"]),
-                model_name=meta["model"],
-                version=meta["version"] or meta["model"],
-                name=os.fspath(name_or_path),
-                session=sess,
-                detector=detector,
-                mirror=mirror,
-                min_face=min_face,
-                tta=tta,
-                align=align,
-            )
-        # Only PyTorch reads a .pt/.ckpt. For a shipped model the user asked for torch
-        # (backend or GPU device), for a file the file needs it: say which, in one line.
-        if os.fspath(name_or_path) in PRETRAINED:
-            _require_torch("the torch backend" if _pick_device(device) == "cpu" else f"device {device!r}")
-        _require_torch(f"{path}: loading a PyTorch checkpoint")
-        from ferkit.models.checkpoint import load_checkpoint
-
-        model, spec = load_checkpoint(path)
-        version = model_version(spec, path)
-        common = dict(
-            labels=spec["labels"],
-            input_config=model.input_config,
-            model_name=spec["model"],
-            version=version,
-            name=os.fspath(name_or_path),
-            detector=detector,
-            mirror=mirror,
-            min_face=min_face,
-            tta=tta,
-            align=align,
+        return load_recognizer(
+            cls, name_or_path, backend=backend, detector=detector, device=device, threads=threads,
+            mirror=mirror, min_face=min_face, tta=tta, align=align,
         )
-        if backend == "onnx":
-            from ferkit.inference.export import onnx_bytes, onnx_session
-
-            sess, _ = onnx_session(
-                onnx_bytes(model, {**spec, "version": version}), threads=threads or 2
-            )
-            return cls(session=sess, **common)
-        device = _pick_device(device)
-        import torch
-
-        # Channels-last weights and inputs keep every convolution on oneDNN's fast path
-        # on the CPU (benchmarks/bench_inference.py, batch 256: 571 -> 994 faces/s).
-        model = model.to(device).eval().to(memory_format=torch.channels_last)
-        return cls(model=model, device=device, **common)
 
     # --------------------------------------------------------------- inference
     def predict(self, image, *, color: str = "rgb", min_face: int | None = None) -> list[Face]:
@@ -396,22 +309,9 @@ class Recognizer:
                 file; empty array, or one of unsupported shape, dtype or values.
             FerkitError: an input of another type, or a bad ``color``.
         """
-        from ferkit.data.images import decode_image
+        from ferkit.data.images import load_any_image
 
-        if isinstance(image, np.ndarray):
-            if color.lower() not in ("rgb", "bgr"):
-                raise FerkitError(f"color must be 'rgb' or 'bgr', not {color!r}")
-            if image.ndim == 3 and image.shape[2] in (3, 4) and color.lower() == "bgr":
-                order = [2, 1, 0] if image.shape[2] == 3 else [2, 1, 0, 3]
-                image = image[:, :, order]  # BGR(A) -> RGB(A)
-        elif not isinstance(
-            image, (str, os.PathLike, bytes, bytearray, memoryview)
-        ) and not _is_pil(image):
-            raise FerkitError(
-                f"unsupported image input {type(image).__name__}: use a path, bytes, "
-                "base64 text, a PIL image or a numpy array (H, W[, C])"
-            )
-        return decode_image(image)
+        return load_any_image(image, color=color)
 
     def _to_batch(self, crops) -> np.ndarray:
         from ferkit.data.images import convert_channels, image_from_array, resize_square
@@ -487,65 +387,3 @@ def _tta_mode(mode) -> str:
         return check_mode(mode)
     except ValueError as e:
         raise FerkitError(str(e)) from None
-
-
-def _is_pil(obj) -> bool:
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        return False
-    return isinstance(obj, Image.Image)
-
-
-def onnx_available() -> bool:
-    """Whether a PyTorch checkpoint can be converted to run on onnxruntime here.
-
-    That needs PyTorch, the ``onnx`` package (both in the ``train`` extra) and
-    onnxruntime (a base dependency). ONNX files themselves only need onnxruntime.
-    """
-    return all(_importable(m) for m in ("torch", "onnx", "onnxruntime"))
-
-
-def resolve_backend(path: str | os.PathLike, device: str = "cpu") -> str:
-    """What ``backend="auto"`` means for a model file on a device: "onnx" or "torch".
-
-    ONNX files (the shipped models' default form) always run on onnxruntime. A
-    torch checkpoint runs on onnxruntime when it would run on the CPU and it can be
-    converted here (:func:`onnx_available`; about 4x PyTorch's CPU throughput for
-    the shipped model, benchmarks/bench_inference.py); on a GPU, or without the
-    converter, it stays on PyTorch.
-    """
-    if Path(path).suffix.lower() == ".onnx":
-        return "onnx"
-    return "onnx" if _pick_device(device) == "cpu" and onnx_available() else "torch"
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # ValueError: a None entry in sys.modules (blocked)
-        return False
-
-
-def _require_torch(what: str) -> None:
-    """Raise a one-line FerkitError naming the extra when PyTorch is not installed."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise FerkitError(
-            f"{what} needs PyTorch, which is not installed: pip install 'ferkit[train]' "
-            "(or run an exported .onnx model: 'ferkit export MODEL' where torch is installed)"
-        ) from None
-
-
-def _pick_device(device: str) -> str:
-    if device == "auto":
-        # Without PyTorch there is no GPU backend: "auto" is the CPU (onnxruntime).
-        if not _importable("torch"):
-            return "cpu"
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
