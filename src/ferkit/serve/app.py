@@ -24,28 +24,25 @@ goes to the ``ferkit.serve`` log, never to the client.
 from __future__ import annotations
 
 import hmac
-import logging
 import math
 import os
 import time
-import uuid
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferkit import __version__
 from ferkit.errors import FerkitError
 from ferkit.serve.batcher import MicroBatcher, QueueFullError
+from ferkit.serve.errors import Guard, error_response, internal_error
 from ferkit.serve.schemas import (
     ERROR_RESPONSES,
     BatchResponse,
@@ -53,80 +50,34 @@ from ferkit.serve.schemas import (
     ModelInfo,
     ModelsResponse,
     PredictResponse,
+    batch_request_body,
+    face_record,
+    upload_request_body,
 )
 from ferkit.serve.uploads import (
     ApiError,
     PixelBudget,
     decode_upload,
+    images_from_request,
     inspect_upload,
-    parse_multipart,
-    read_body,
     release_memory,
     sniff_format,
 )
 
 __all__ = ["ApiError", "app_from_env", "create_app", "sniff_format"]
 
-log = logging.getLogger("ferkit.serve")
 
-# Multipart framing (boundaries, part headers) on top of the image bytes.
-_FRAMING_SLACK = 64 * 1024
-# A batch request body may hold this many times the single-image limit.
-BATCH_BODY_FACTOR = 4
 # Pixels beyond which an image is refused before decoding (a 50 MP photo passes).
 DEFAULT_MAX_PIXELS = 50_000_000
 # Images are shrunk to this longest side before queueing: bounds the memory of
 # queued images; face boxes are scaled back to the original pixels.
 DEFAULT_MAX_SIDE = 2048
-_RAW_TYPES = ("application/octet-stream",)
 
 _PAGE_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
     "connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
-_INTERNAL = "internal server error; the server log has the details under reference {ref}"
-
-
-def _error(status: int, code: str, detail: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
-
-
-def internal_error(where: str, exc: BaseException | None = None) -> tuple[str, str]:
-    """Log an unexpected failure with its traceback; (code, generic detail) for the client."""
-    ref = uuid.uuid4().hex[:12]
-    log.error("internal error %s in %s", ref, where, exc_info=exc)
-    return "internal_error", _INTERNAL.format(ref=ref)
-
-
-class _Guard:
-    """Outermost-but-one ASGI layer: ``X-Content-Type-Options: nosniff`` on every response,
-    and a generic JSON 500 (detail logged, never sent) for any exception a route lets out."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started = False
-
-        async def send_nosniff(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                MutableHeaders(scope=message)["X-Content-Type-Options"] = "nosniff"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_nosniff)
-        except Exception as e:  # the last line of defence (logged, generic answer)
-            code, detail = internal_error(f"{scope.get('method')} {scope.get('path')}", e)
-            if started:  # too late for a clean answer: let the server close the connection
-                raise
-            await _error(500, code, detail, {"X-Content-Type-Options": "nosniff"})(scope, receive, send)
-
-
 def _swagger_assets():
     """The folder of Swagger UI files shipped by ``fastapi-offline``, or None."""
     try:
@@ -135,17 +86,6 @@ def _swagger_assets():
         return None
     folder = resources.files(fastapi_offline) / "static"
     return folder if (folder / "swagger-ui-bundle.js").is_file() else None
-
-
-def _face_dict(face: Any, scale: float) -> dict:
-    d = face.to_dict() if hasattr(face, "to_dict") else dict(face)
-    d = dict(d)
-    if scale != 1.0:
-        d["box"] = [round(v / scale) for v in d["box"]]
-    d["box"] = [int(v) for v in d["box"]]
-    d["confidence"] = float(d["confidence"])
-    d["scores"] = {str(k): float(v) for k, v in d["scores"].items()}
-    return d
 
 
 def _backend_name(recognizer) -> str | None:
@@ -254,7 +194,7 @@ def create_app(
         docs_url=None,  # FastAPI's own pages load Swagger UI / ReDoc from a CDN
         redoc_url=None,
     )
-    app.add_middleware(_Guard)
+    app.add_middleware(Guard)
     app.state.recognizer = recognizer
     app.state.batcher = batcher
     app.state.decode_budget = budget
@@ -275,43 +215,18 @@ def create_app(
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return _error(exc.status, exc.code, exc.detail, exc.headers)
+        return error_response(exc.status, exc.code, exc.detail, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         errs = exc.errors()
         msg = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errs[:3])
-        return _error(422, "invalid_request", msg or "invalid request")
-
-    async def _images_from_request(request: Request, batch: bool) -> list[tuple[str, bytes]]:
-        ctype = request.headers.get("content-type", "application/octet-stream")
-        mime = ctype.split(";")[0].strip().lower()
-        limit = file_limit * (BATCH_BODY_FACTOR if batch else 1) + _FRAMING_SLACK
-        if mime == "multipart/form-data":
-            body = await read_body(request, limit)
-            parts = parse_multipart(body, ctype, file_limit)
-            want = "files" if batch else "file"
-            files = [(fn or name, data) for name, fn, data in parts if name in (want, "file", "files")]
-            if not files:
-                raise ApiError(422, "missing_file", f"multipart body has no '{want}' field")
-            if not batch and len(files) > 1:
-                raise ApiError(422, "too_many_files", f"{len(files)} files in one /v1/predict request; "
-                               "send one, or several to /v1/predict/batch")
-            return files
-        if batch:
-            raise ApiError(415, "unsupported_media_type", "batch requests must be multipart/form-data")
-        if mime.startswith("image/") or mime in _RAW_TYPES:
-            body = await read_body(request, file_limit)
-            if not body:
-                raise ApiError(422, "missing_file", "empty request body; send an image")
-            return [("body", body)]
-        raise ApiError(415, "unsupported_media_type",
-                       f"content type {mime!r}: send multipart/form-data, image/* or application/octet-stream")
+        return error_response(422, "invalid_request", msg or "invalid request")
 
     async def _decode(data: bytes):
         """Header check, then the decode once the pixel budget has room for this image."""
@@ -347,32 +262,17 @@ def create_app(
             raise ApiError(503, "busy", str(busy), headers={"Retry-After": "1"})
         return results
 
-    upload_body = {"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": {
-            "type": "object", "required": ["file"],
-            "properties": {"file": {"type": "string", "format": "binary"}}}},
-        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-        "image/png": {"schema": {"type": "string", "format": "binary"}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-    }}}
-    batch_body = {"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": {
-            "type": "object", "required": ["files"],
-            "properties": {"files": {"type": "array", "minItems": 1, "maxItems": max_files,
-                                     "items": {"type": "string", "format": "binary"}}}}},
-    }}}
-
     @app.post("/v1/predict", response_model=PredictResponse, responses=responses,
-              dependencies=guard, openapi_extra=upload_body, tags=["predict"],
+              dependencies=guard, openapi_extra=upload_request_body(), tags=["predict"],
               summary="Emotions of the faces in one image")
     async def predict(request: Request):
         t0 = time.perf_counter()
-        ((_, data),) = await _images_from_request(request, batch=False)
+        ((_, data),) = await images_from_request(request, False, file_limit)
         arr, w, h, scale = await _decode(data)
         t1 = time.perf_counter()
         (res,) = await _run([(arr, scale)])
         return {
-            "faces": [_face_dict(f, scale) for f in res.faces],
+            "faces": [face_record(f, scale) for f in res.faces],
             "image": {"width": w, "height": h},
             "model": {"name": info.name, "version": info.version},
             "timing_ms": {
@@ -383,11 +283,11 @@ def create_app(
         }
 
     @app.post("/v1/predict/batch", response_model=BatchResponse, responses=responses,
-              dependencies=guard, openapi_extra=batch_body, tags=["predict"],
+              dependencies=guard, openapi_extra=batch_request_body(max_files), tags=["predict"],
               summary=f"Emotions of the faces in up to {max_files} images (multipart field 'files')")
     async def predict_batch(request: Request):
         t0 = time.perf_counter()
-        files = await _images_from_request(request, batch=True)
+        files = await images_from_request(request, True, file_limit)
         if len(files) > max_files:
             raise ApiError(413, "too_many_files", f"{len(files)} files; at most {max_files} per request")
         items: list[dict] = []
@@ -412,7 +312,7 @@ def create_app(
                 code, detail = internal_error(f"batch slot {i} model", res)
                 items[i]["error"] = {"error": code, "detail": detail}
             else:
-                items[i]["faces"] = [_face_dict(f, scale) for f in res.faces]
+                items[i]["faces"] = [face_record(f, scale) for f in res.faces]
         results = [r for r in results if not isinstance(r, BaseException)]
         return {
             "results": items,

@@ -6,6 +6,8 @@ one screen.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -105,3 +107,38 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     500: _err("a fault of the server: a generic message with a reference; the detail is in "
               "the server log"),
 }
+
+
+def upload_request_body() -> dict:
+    """OpenAPI ``requestBody`` of ``/v1/predict``: multipart ``file`` or a raw image body."""
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary"}}}},
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    }}}
+
+
+def batch_request_body(max_files: int) -> dict:
+    """OpenAPI ``requestBody`` of ``/v1/predict/batch``: 1 to ``max_files`` multipart ``files``."""
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["files"],
+            "properties": {"files": {"type": "array", "minItems": 1, "maxItems": max_files,
+                                     "items": {"type": "string", "format": "binary"}}}}},
+    }}}
+
+
+def face_record(face: Any, scale: float) -> dict:
+    """A face as the API answers it: plain JSON types, its box divided by ``scale`` (the
+    shrink applied before the model), so boxes are in the uploaded image's pixels."""
+    d = face.to_dict() if hasattr(face, "to_dict") else dict(face)
+    d = dict(d)
+    if scale != 1.0:
+        d["box"] = [round(v / scale) for v in d["box"]]
+    d["box"] = [int(v) for v in d["box"]]
+    d["confidence"] = float(d["confidence"])
+    d["scores"] = {str(k): float(v) for k, v in d["scores"].items()}
+    return d

@@ -288,3 +288,44 @@ def release_memory(pixels: int) -> None:
     """
     if _malloc_trim is not None and pixels > _TRIM_ABOVE:
         _malloc_trim(0)
+
+
+# Multipart framing (boundaries, part headers) on top of the image bytes.
+_FRAMING_SLACK = 64 * 1024
+# A batch request body may hold this many times the single-image limit.
+BATCH_BODY_FACTOR = 4
+_RAW_TYPES = ("application/octet-stream",)
+
+
+async def images_from_request(request: Request, batch: bool, file_limit: int) -> list[tuple[str, bytes]]:
+    """The (filename, bytes) images of a ``/v1/predict`` (``batch`` False) or
+    ``/v1/predict/batch`` request: multipart field ``file`` / ``files``, or for one image a
+    raw ``image/*`` or ``application/octet-stream`` body. ``file_limit``: bytes per image.
+
+    Raises:
+        ApiError: 413 body over the limit, 415 unsupported content type, 422 no file, an
+            empty body, or several files sent to the single-image route.
+    """
+    ctype = request.headers.get("content-type", "application/octet-stream")
+    mime = ctype.split(";")[0].strip().lower()
+    limit = file_limit * (BATCH_BODY_FACTOR if batch else 1) + _FRAMING_SLACK
+    if mime == "multipart/form-data":
+        body = await read_body(request, limit)
+        parts = parse_multipart(body, ctype, file_limit)
+        want = "files" if batch else "file"
+        files = [(fn or name, data) for name, fn, data in parts if name in (want, "file", "files")]
+        if not files:
+            raise ApiError(422, "missing_file", f"multipart body has no '{want}' field")
+        if not batch and len(files) > 1:
+            raise ApiError(422, "too_many_files", f"{len(files)} files in one /v1/predict request; "
+                           "send one, or several to /v1/predict/batch")
+        return files
+    if batch:
+        raise ApiError(415, "unsupported_media_type", "batch requests must be multipart/form-data")
+    if mime.startswith("image/") or mime in _RAW_TYPES:
+        body = await read_body(request, file_limit)
+        if not body:
+            raise ApiError(422, "missing_file", "empty request body; send an image")
+        return [("body", body)]
+    raise ApiError(415, "unsupported_media_type",
+                   f"content type {mime!r}: send multipart/form-data, image/* or application/octet-stream")
