@@ -147,3 +147,15 @@ def test_no_import_cycles():
 
 def test_the_cycle_finder_finds_cycles():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+#: Longest source file, in lines (DESIGN.md: files mostly 100-500 lines; issue 19 set 400).
+MAX_LINES = 400
+
+
+def test_source_files_stay_under_the_line_limit():
+    """A file past the limit is split where a newcomer would look for its parts (as
+    recognizer.py -> loading.py and serve/app.py -> errors.py, uploads.py were)."""
+    long = {f.relative_to(SRC).as_posix(): n for f in SRC.rglob("*.py")
+            if (n := len(f.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"files over {MAX_LINES} lines: {long}"
