@@ -27,3 +27,30 @@ def test_run_options_are_the_same_everywhere(cmd):
 @pytest.mark.parametrize("cmd", ["evaluate", "compare"])
 def test_json_flag(cmd):
     assert build_parser().parse_args([cmd, *RUNNERS[cmd], "--json"]).json is True
+
+
+@pytest.mark.parametrize(("argv", "unknown", "hint"), [
+    (["predict", "x.jpg", "--min-faces", "3"], "--min-faces 3", "did you mean --min-face?"),
+    (["evaluate", "ckpt", "--data", "d", "--splt", "test"], "--splt test", "did you mean --split?"),
+    (["serve", "--prot", "80"], "--prot 80", "did you mean --port?"),
+    (["recipes", "--zzz"], "--zzz", None),
+])
+def test_unknown_option_is_reported_by_its_command(argv, unknown, hint, capsys):
+    # argparse used to answer with the top-level usage ("usage: ferkit [-h] [--version]
+    # COMMAND ..."), which hides the options the user was looking for.
+    from ferkit.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    command = argv[0]
+    assert f"usage: ferkit {command} " in err
+    assert f"ferkit {command}: error: unrecognized arguments: {unknown}" in err
+    assert (hint in err) if hint else ("did you mean" not in err)
+
+
+def test_predict_json_is_format_jsonl():
+    p = build_parser()
+    assert p.parse_args(["predict", "x.jpg", "--json"]).format == "jsonl"
+    assert p.parse_args(["predict", "x.jpg"]).format is None  # --demo still picks text

@@ -12,6 +12,7 @@ so does a command that needs a package of an extra which is not installed
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import pkgutil
 import sys
@@ -39,7 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for mod in _command_modules():
         mod.add_parser(sub)
+    p.command_parsers = sub.choices  # name -> parser, for errors in the command's own terms
     return p
+
+
+def _unknown_arguments_error(parser: argparse.ArgumentParser, command: str | None, extras: list[str]):
+    """Exit 2 with the command's own usage line for arguments it does not take.
+
+    argparse reports them through the top-level parser (``usage: ferkit [-h] ...``), which
+    hides the options the user was looking for; this names the command, and the closest
+    option of that command for each misspelt one (``--min-faces`` -> ``--min-face``)."""
+    target = parser.command_parsers.get(command, parser) if command else parser
+    known = [o for a in target._actions for o in a.option_strings]
+    hints = []
+    for arg in extras:
+        if arg.startswith("-"):
+            close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1, cutoff=0.75)
+            if close:
+                hints.append(f"{arg}: did you mean {close[0]}?")
+    msg = "unrecognized arguments: " + " ".join(extras)
+    if hints:
+        msg += " (" + "; ".join(hints) + ")"
+    target.error(msg)
 
 
 #: Optional top-level packages -> the ferkit extra that installs them (pyproject.toml).
@@ -80,7 +102,9 @@ def _warning_one_line(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _unknown_arguments_error(parser, getattr(args, "command", None), extras)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

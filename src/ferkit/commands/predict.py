@@ -95,6 +95,14 @@ def add_parser(sub):
         default=None,
         help="jsonl (default), csv, or text (readable; the default with --demo)",
     )
+    p.add_argument(
+        "--json",
+        dest="format",
+        action="store_const",
+        const="jsonl",
+        help="same as --format jsonl: one JSON object per face and line (the --json of "
+        "evaluate, export and cache)",
+    )
     p.add_argument("-o", "--output", help="write records to this file instead of stdout")
     p.add_argument(
         "--save-annotated",
