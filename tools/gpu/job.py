@@ -35,11 +35,16 @@ import subprocess
 import sys
 import tarfile
 import time
+import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = os.environ.get("FERKIT_GPU_SMOKE", "") not in ("", "0")
 MAX_OUT_BYTES = 16 * 2**20
+# Whole-job wall limit (training budget + set-up, exports and evaluations), minutes.
+DEADLINE_MIN = 4.5 if SMOKE else 8.75
+# What the job keeps free of training inside DEADLINE_MIN for unpacking, exports and evaluations.
+SETUP_MIN = 1.0
 # H200 dense bf16 tensor-core peak, TFLOP/s (GPU.md); FERKIT_GPU_PEAK_TFLOPS for other cards.
 PEAK_TFLOPS = float(os.environ.get("FERKIT_GPU_PEAK_TFLOPS", "790"))
 
@@ -127,6 +132,13 @@ class Job:
         self.log(f"ERROR {what}: {detail.strip().splitlines()[-1] if detail.strip() else '?'}")
         self.save()
 
+    def refuse(self, msg: str) -> None:
+        """Stop the job on bad input: recorded in summary.json and job.log, one line on stderr,
+        exit status 2 (a usage error, as ferkit's commands)."""
+        self.error("input", msg)
+        print(f"job: {msg}", file=sys.stderr)
+        raise SystemExit(2)
+
     def env(self) -> dict:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
@@ -172,14 +184,27 @@ class Job:
             if not self.archive.is_file():
                 raise SystemExit(f"job: data archive {self.archive} not found (set FERKIT_GPU_DATA; "
                                  "make it with tools/gpu/pack_data.py)")
-            data.mkdir(parents=True, exist_ok=True)
-            with tarfile.open(self.archive) as tar:
-                tar.extractall(data, filter="data")
+            # Unpacked beside its final place and moved there whole: an archive that fails half
+            # way (a damaged file, a member refused by the "data" filter: absolute paths, ../,
+            # links out of the folder) must not leave a partial data/ that a rerun with the same
+            # --work would take for the dataset.
+            part = self.work / "data.part"
+            shutil.rmtree(part, ignore_errors=True)
+            part.mkdir(parents=True)
+            try:
+                with tarfile.open(self.archive) as tar:
+                    tar.extractall(part, filter="data")
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+                shutil.rmtree(part, ignore_errors=True)
+                self.refuse(f"{self.archive}: cannot unpack ({type(e).__name__}: {e})")
+            shutil.rmtree(data, ignore_errors=True)  # a rerun's data/ without train/ at its top
+            part.rename(data)
             # The archive may hold the layout at its top or inside one folder (fer2013/train/...).
             if not (data / "train").is_dir():
                 inner = next((p for p in data.iterdir() if (p / "train").is_dir()), None)
                 if inner is None:
-                    raise SystemExit(f"job: {self.archive} has no train/ folder (Kaggle FER2013 layout)")
+                    shutil.rmtree(data, ignore_errors=True)
+                    self.refuse(f"{self.archive} has no train/ folder (Kaggle FER2013 layout)")
                 data = inner
         n = sum(1 for _ in data.glob("*/*/*.jpg"))
         self.summary["data"] = {"archive": str(self.archive), "images": n}
@@ -420,7 +445,25 @@ def main(argv=None) -> int:
     budget = a.budget if a.budget is not None else (0.4 if SMOKE else 7.0)
     archive = Path(os.environ.get("FERKIT_GPU_DATA", REPO / ".gpu" / "fer2013.tar.gz"))
     work = Path(a.work) if a.work else Path(os.environ.get("TMPDIR", "/tmp")) / f"ferkit-gpu-{os.getpid()}"
-    work.mkdir(parents=True, exist_ok=True)
+    # Checked before anything starts: on the device machine a bad value found after the
+    # environment probe and the unpacking costs minutes of a 15-minute allowance.
+    most = DEADLINE_MIN - SETUP_MIN
+    if not 0 < budget <= most:  # also nan
+        p.error(f"--budget must be minutes in (0, {most:g}] (the whole job ends within {DEADLINE_MIN:g}), "
+                f"got {a.budget}")
+    for path, what in ((Path(a.out), "OUT"), (work, "--work")):
+        if path.exists() and not path.is_dir():
+            p.error(f"{what} {path} is a file, not a folder")
+    if not (work / "data" / "train").is_dir():
+        if not archive.is_file():
+            p.error(f"data archive {archive} not found (set FERKIT_GPU_DATA; make it with tools/gpu/pack_data.py)")
+        if not tarfile.is_tarfile(archive):
+            p.error(f"data archive {archive} is not a tar archive (make it with tools/gpu/pack_data.py)")
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        p.error(f"cannot make {e.filename}: {e.strerror}")
     job = Job(Path(a.out), a.job, budget, archive, work)
     try:
         return job.run()

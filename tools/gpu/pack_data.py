@@ -23,21 +23,38 @@ def pack(src: Path, dest: Path, per_class: int | None = None) -> int:
     """Write ``dest`` (tar.gz) with ``src``'s train/ and test/ trees; returns the image count.
 
     Raises:
-        SystemExit: ``src`` is not a Kaggle-layout FER2013 folder.
+        ValueError: ``src`` is not a Kaggle-layout FER2013 folder or holds no image in a
+            split, ``dest`` is a folder or cannot be made, ``per_class`` is below 1. Nothing
+            is left at ``dest`` (or beside it) then.
     """
+    if per_class is not None and per_class < 1:
+        # files[:0] kept every file and files[:-1] dropped one per class, both silently
+        raise ValueError(f"--per-class must be a whole number >= 1, got {per_class}")
     if not all((src / s).is_dir() for s in SPLITS):
-        raise SystemExit(f"pack_data: {src} is not a FER2013 Kaggle folder (needs train/ and test/)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
+        raise ValueError(f"{src} is not a FER2013 Kaggle folder (needs train/ and test/ folders)")
+    if dest.is_dir():
+        raise ValueError(f"{dest} is a folder; give the archive's file name (e.g. {dest / 'fer2013.tar.gz'})")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot make the folder for {dest} ({e.strerror}: {e.filename})") from None
+    n, counts = 0, dict.fromkeys(SPLITS, 0)
     tmp = dest.with_name(dest.name + ".tmp")
-    with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
-        for split in SPLITS:
-            for cls in sorted(p for p in (src / split).iterdir() if p.is_dir()):
-                files = sorted(f for f in cls.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
-                for f in files[:per_class] if per_class else files:
-                    tar.add(f, arcname=f"{split}/{cls.name}/{f.name}")
-                    n += 1
-    tmp.replace(dest)
+    try:
+        with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+            for split in SPLITS:
+                for cls in sorted(p for p in (src / split).iterdir() if p.is_dir()):
+                    files = sorted(f for f in cls.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
+                    for f in files[:per_class] if per_class else files:
+                        tar.add(f, arcname=f"{split}/{cls.name}/{f.name}")
+                        n += 1
+                        counts[split] += 1
+        if empty := [s for s, c in counts.items() if c == 0]:
+            raise ValueError(f"{src}: no images in {' and '.join(e + '/<class>/' for e in empty)} "
+                             "(.jpg, .jpeg or .png)")
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
     return n
 
 
@@ -47,7 +64,10 @@ def main(argv=None) -> int:
     p.add_argument("dest", type=Path, help="archive to write (.tar.gz)")
     p.add_argument("--per-class", type=int, default=None, metavar="N", help="keep N images per class and split")
     a = p.parse_args(argv)
-    n = pack(a.src, a.dest, a.per_class)
+    try:
+        n = pack(a.src, a.dest, a.per_class)
+    except ValueError as e:
+        p.error(str(e))  # one line, exit 2
     print(f"{a.dest}: {n} images, {a.dest.stat().st_size / 2**20:.1f} MiB")
     return 0
 
