@@ -76,8 +76,10 @@ JOBS = {
         ],
         "smoke": {"li-vgg": {"model_kwargs.width": 0.125, "model_kwargs.hidden": 16},
                   "li-hybrid": {"model_kwargs.width": 0.125, "model_kwargs.hidden": 16}},
+        "stage_shares": [0.55, 0.45],  # of the training budget: hybrid A needs the trained DAE
         "tta": None,
         "distortion": "random-gray:3",
+        "autoencoders": ["li-dae"],  # reported as denoising quality (PSNR/SSIM), not accuracy
         "ensembles": {},
     },
     "boulis-full": {
@@ -235,6 +237,9 @@ class Job:
         env = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-500:]}
         env.update(python=sys.version.split()[0], cpus=os.cpu_count(), peak_bf16_tflops=PEAK_TFLOPS)
         self.log(f"environment: {env}")
+        if "error" in env:
+            raise SystemExit(f"job: {sys.executable} cannot import PyTorch/Lightning: "
+                             f"{env['error'].strip().splitlines()[-1]}")
         if not SMOKE and not env.get("cuda"):
             raise SystemExit("job: no CUDA device here; use FERKIT_GPU_SMOKE=1 for the CPU smoke run")
         return env
@@ -370,7 +375,10 @@ class Job:
         views = [("plain", [])] + ([("tta", ["--tta", str(tta)])] if tta is not None else [])
         if dist := self.spec.get("distortion"):
             views.append((dist, ["--distortion", dist]))
+        autoencoders = set(self.spec.get("autoencoders", []))
         for n, p in files.items():
+            if n in autoencoders:
+                continue
             for view, extra in views:
                 tasks.append((n, view, [str(p), *extra]))
         for ens, members in self.spec.get("ensembles", {}).items():
@@ -382,8 +390,20 @@ class Job:
         todo = [{"id": f"{n}|{view}", "argv": ["evaluate", *args, "--data", str(data), "--split", "publictest",
                                                "--device", self.device, "--json", "--no-progress"]}
                 for n, view, args in tasks]
+        for n in autoencoders & set(files):
+            png = self.work / f"{n}-denoise.png"
+            todo.append({"id": f"{n}|denoise", "argv": [
+                "denoise-preview", str(files[n]), "--data", str(data), "--split", "publictest", "--out", str(png),
+                "--distortion", self.spec.get("distortion") or "random-gray:3", "--device", self.device,
+                "--no-progress"]})
         for res in self.tasks(todo):
             n, view = res["id"].split("|", 1)
+            if view == "denoise" and res["rc"] == 0:
+                rep = json.loads((self.work / f"{n}-denoise.json").read_text())
+                self.summary["evaluations"].setdefault(n, {})[view] = {k: rep.get(k) for k in ("n", "psnr", "ssim")}
+                self.log(f"PublicTest {n} [denoise]: PSNR {rep.get('psnr')}, SSIM {rep.get('ssim')}")
+                self.save()
+                continue
             if res["rc"] != 0:
                 self.error(f"evaluate {n} {view}", res["stderr"] or res["stdout"])
                 continue
@@ -410,16 +430,12 @@ class Job:
         self.save()
         data = self.prepare_data()
         stages = self.spec["stages"]
-        left_min = self.budget_min
-        for i, stage in enumerate(stages):
-            # Later stages (li-full's hybrid A needs the DAE) share the budget.
-            share = left_min / (len(stages) - i) if len(stages) > 1 else left_min
-            if len(stages) > 1 and i == 0:
-                share = left_min * 0.55
-            t = time.monotonic()
-            self.train_stage(stage, data, share)
+        shares = self.spec.get("stage_shares", [1.0 / len(stages)] * len(stages))
+        for stage, share in zip(stages, shares):
+            # Fixed shares of the training budget: a later stage (li-full's hybrid A needs the
+            # trained DAE) keeps its share however long the earlier one's start-up took.
+            self.train_stage(stage, data, max(0.05, self.budget_min * share))
             self.post_stage(stage)
-            left_min -= (time.monotonic() - t) / 60
         self.evaluate(data)
         self.collect_logs()
         self.summary["ok"] = not self.summary["errors"]

@@ -179,7 +179,8 @@ def denoise_preview(checkpoint, data, *, split="test", distortion="random-gray:3
     if model_task(spec["model"]) != "reconstruct":
         raise FerkitError(f"{checkpoint}: {spec['model']} is a classifier, not a denoising autoencoder")
     distort = parse_distortion(distortion, seed=seed)
-    ds, _ = load_split(data, split, spec["input_config"], spec["labels"], dataset, limit=limit, progress=progress)
+    ds, _ = load_split(checkpoint, data, split, spec["input_config"], spec["labels"], dataset, limit=limit,
+                       progress=progress)
     metrics = {k: (PeakSignalNoiseRatio(data_range=1.0), StructuralSimilarityIndexMeasure(data_range=1.0))
                for k in ("distorted", "denoised")}
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
