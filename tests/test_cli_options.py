@@ -54,3 +54,15 @@ def test_predict_json_is_format_jsonl():
     p = build_parser()
     assert p.parse_args(["predict", "x.jpg", "--json"]).format == "jsonl"
     assert p.parse_args(["predict", "x.jpg"]).format is None  # --demo still picks text
+
+
+@pytest.mark.parametrize("cmd", sorted(RUNNERS))
+def test_split_options_are_the_same_everywhere(cmd):
+    p = build_parser()
+    a = p.parse_args([cmd, *RUNNERS[cmd]])
+    assert (a.data, a.dataset, a.split) == ("d", None, "test")
+    a = p.parse_args([cmd, *RUNNERS[cmd], "--dataset", "kdef", "--split", "val"])
+    assert (a.dataset, a.split) == ("kdef", "val")
+    with pytest.raises(SystemExit) as e:  # --data is required
+        p.parse_args([cmd, *[x for x in RUNNERS[cmd] if x not in ("--data", "d")]])
+    assert e.value.code == 2

@@ -37,3 +37,17 @@ def json_option(what: str = "print one JSON object on stdout") -> argparse.Argum
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--json", action="store_true", help=what)
     return p
+
+
+def split_options() -> argparse.ArgumentParser:
+    """Which faces a trained model is run on (evaluate, compare, robustness,
+    denoise-preview; all read them through ``ferkit.training.datamodule.checkpoint_split``):
+    ``--data`` (required), ``--dataset``, ``--split`` (default test)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=True, help="dataset path")
+    g.add_argument("--dataset", help="force the dataset layout (default: the checkpoint's run, else auto-detect)")
+    g.add_argument("--split", default="test",
+                   help="split: train, val, test, all, publictest, privatetest... (default: test; "
+                   "FER2013's test is PublicTest)")
+    return p

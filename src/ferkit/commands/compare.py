@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ferkit.commands._args import json_option, run_options
+from ferkit.commands._args import json_option, run_options, split_options
 
 
 def add_parser(sub):
@@ -13,7 +13,7 @@ def add_parser(sub):
 
     p = sub.add_parser(
         "compare",
-        parents=[run_options(), json_option()],
+        parents=[split_options(), run_options(), json_option()],
         help="per-class misclassification of several models side by side (e.g. class weights on/off)",
         description="Evaluate every checkpoint on the same split and print, for each class, the share "
         "of its faces each model misclassifies, with differences to the first checkpoint, plus "
@@ -25,11 +25,6 @@ def add_parser(sub):
         nargs="+",
         help="checkpoints (first = reference), exported .pt or ensemble files",
     )
-    p.add_argument("--data", required=True, help="dataset path")
-    p.add_argument(
-        "--dataset", help="force the dataset layout (default: the run's recipe, else auto-detect)"
-    )
-    p.add_argument("--split", default="test", help="split to compare on (default: test)")
     p.add_argument(
         "--tta",
         type=parse_tta,

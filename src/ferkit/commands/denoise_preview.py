@@ -6,22 +6,19 @@ import json
 import sys
 from pathlib import Path
 
-from ferkit.commands._args import positive_int, run_options
+from ferkit.commands._args import positive_int, run_options, split_options
 
 
 def add_parser(sub):
     p = sub.add_parser(
         "denoise-preview",
-        parents=[run_options()],
+        parents=[split_options(), run_options()],
         help="grid of distorted / denoised / clean faces and PSNR/SSIM of a denoising autoencoder",
         description="Distort a split with a seeded distortion, run a trained denoising autoencoder "
         "(li-dae) on it, save a PNG grid (rows: distorted, denoised, clean) and print PSNR and SSIM "
         "against the clean faces before and after denoising.",
     )
     p.add_argument("checkpoint", help="trained li-dae checkpoint (best.ckpt)")
-    p.add_argument("--data", required=True, help="dataset path")
-    p.add_argument("--dataset", help="force the dataset layout (default: auto-detect)")
-    p.add_argument("--split", default="test", help="split (default: test = PublicTest for FER2013)")
     p.add_argument("--out", default="denoise_preview.png", help="PNG grid path (a .json is written beside it)")
     p.add_argument("--n", type=positive_int, default=8, help="faces in the grid (default: 8)")
     p.add_argument("--distortion", default="random-gray:3", metavar="NAME:SEVERITY",

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ferkit.commands._args import json_option, run_options
+from ferkit.commands._args import json_option, run_options, split_options
 
 
 def parse_tta(value: str) -> int | str:
@@ -29,17 +29,13 @@ def parse_tta(value: str) -> int | str:
 def add_parser(sub):
     p = sub.add_parser(
         "evaluate",
-        parents=[run_options(), json_option()],
+        parents=[split_options(), run_options(), json_option()],
         help="evaluate checkpoint(s) on a dataset split",
         description="Accuracy, loss, macro-F1, per-class accuracy and misclassification rate, and the "
         "confusion matrix of a trained model on a dataset split. Classes the model does not know "
         "(e.g. contempt) are skipped with a warning, or rejected with --strict.",
     )
     p.add_argument("checkpoint", nargs="+", help="checkpoint(s): best.ckpt, an exported .pt, or 'default'")
-    p.add_argument("--data", required=True, help="dataset path")
-    p.add_argument("--dataset", help="force the dataset layout (default: auto-detect)")
-    p.add_argument("--split", default="test",
-                   help="split: train, val, test, all, publictest, privatetest... (default: test)")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="val share carved from train (default: the checkpoint's recipe, else 0.1)")
     p.add_argument("--out", help="folder for the report: report.json, confusion.png, per_class.png")

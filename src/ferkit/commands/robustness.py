@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from ferkit.commands._args import positive_int, run_options
+from ferkit.commands._args import positive_int, run_options, split_options
 
 
 def add_parser(sub):
     p = sub.add_parser(
         "robustness",
-        parents=[run_options()],
+        parents=[split_options(), run_options()],
         help="accuracy on clean and distorted copies of a split (noise robustness)",
         description="Evaluate a classifier on the clean split and on seeded distorted copies of it "
         "(every distortion x severity; the same seed gives the same copy for every model). Prints "
@@ -21,9 +21,6 @@ def add_parser(sub):
         "--data fer2013/ --split test --distortions random-gray,gaussian-noise --limit 1000",
     )
     p.add_argument("checkpoint", help="classifier checkpoint (best.ckpt or exported .pt)")
-    p.add_argument("--data", required=True, help="dataset path")
-    p.add_argument("--dataset", help="force the dataset layout (default: auto-detect)")
-    p.add_argument("--split", default="test", help="split to evaluate (default: test = PublicTest for FER2013)")
     p.add_argument("--out", default="robustness", help="output folder (default: ./robustness)")
     p.add_argument("--severities", default="1,2,3,4,5", help="comma-separated severities 1..5 (default: all)")
     p.add_argument("--distortions", help="comma-separated distortion names (default: all)")
