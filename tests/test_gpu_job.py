@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools" / "gpu"))
 
-from pack_data import pack  # noqa: E402
+from pack_data import pack
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ def test_smoke_summary_has_every_figure(smoke_run):
 def test_smoke_models_load_in_the_recognizer(smoke_run):
     from ferkit import Recognizer
 
-    out, _, tmp = smoke_run
+    out, _, _ = smoke_run
     face = np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)
     for f in ("vgg-a.pt", "resnet18.pt", "vgg-b.pt"):
         rec = Recognizer.from_pretrained(str(out / f), detector="none", backend="torch")

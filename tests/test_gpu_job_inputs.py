@@ -150,3 +150,19 @@ def test_pack_data_per_class_keeps_that_many(tmp_path, kaggle):
     with tarfile.open(tmp_path / "a.tar.gz") as t:
         assert sorted(t.getnames()) == sorted(f"{s}/{c}/{i}.jpg" for s in ("train", "test")
                                               for c in ("happy", "sad") for i in (0, 1))
+
+
+def test_job_sh_paths_are_relative_to_where_it_runs(tmp_path, kaggle):
+    # job.sh used to cd into the checkout first: 'job.sh out' run elsewhere wrote out/ into the
+    # repository and FERKIT_GPU_DATA=a.tar.gz was looked for there ("not found").
+    pack_data.pack(kaggle, tmp_path / "a.tar.gz")
+    (tmp_path / "afile").write_text("x")
+    r = subprocess.run(["bash", str(REPO / "tools" / "gpu" / "job.sh"), "afile"], cwd=tmp_path,
+                       env={"PATH": "/usr/bin:/bin", "FERKIT_GPU_DATA": "a.tar.gz", "FERKIT_GPU_SMOKE": "1",
+                            "PYTHON": sys.executable},
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2 and f"OUT {tmp_path / 'afile'} is a file" in r.stderr, r.stderr
+    r = subprocess.run(["bash", str(REPO / "tools" / "gpu" / "job.sh"), "o"], cwd=tmp_path,
+                       env={"PATH": "/usr/bin:/bin", "FERKIT_GPU_DATA": "none.tar.gz", "PYTHON": sys.executable},
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2 and f"{tmp_path / 'none.tar.gz'} not found" in r.stderr, r.stderr

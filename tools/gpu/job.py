@@ -459,15 +459,18 @@ def main(argv=None) -> int:
     p.add_argument("--work", default=None, help="scratch folder (default: a fresh temporary folder)")
     a = p.parse_args(argv)
     budget = a.budget if a.budget is not None else (0.4 if SMOKE else 7.0)
-    archive = Path(os.environ.get("FERKIT_GPU_DATA", REPO / ".gpu" / "fer2013.tar.gz"))
+    # Absolute paths: members run with the scratch folder as their working directory, where a
+    # relative --work or FERKIT_GPU_DATA would point somewhere else.
+    archive = Path(os.environ.get("FERKIT_GPU_DATA", REPO / ".gpu" / "fer2013.tar.gz")).absolute()
     work = Path(a.work) if a.work else Path(os.environ.get("TMPDIR", "/tmp")) / f"ferkit-gpu-{os.getpid()}"
+    work, out = work.absolute(), Path(a.out).absolute()
     # Checked before anything starts: on the device machine a bad value found after the
     # environment probe and the unpacking costs minutes of a 15-minute allowance.
     most = DEADLINE_MIN - SETUP_MIN
     if not 0 < budget <= most:  # also nan
         p.error(f"--budget must be minutes in (0, {most:g}] (the whole job ends within {DEADLINE_MIN:g}), "
                 f"got {a.budget}")
-    for path, what in ((Path(a.out), "OUT"), (work, "--work")):
+    for path, what in ((out, "OUT"), (work, "--work")):
         if path.exists() and not path.is_dir():
             p.error(f"{what} {path} is a file, not a folder")
     if not (work / "data" / "train").is_dir():
@@ -477,10 +480,10 @@ def main(argv=None) -> int:
             p.error(f"data archive {archive} is not a tar archive (make it with tools/gpu/pack_data.py)")
     try:
         work.mkdir(parents=True, exist_ok=True)
-        Path(a.out).mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         p.error(f"cannot make {e.filename}: {e.strerror}")
-    job = Job(Path(a.out), a.job, budget, archive, work)
+    job = Job(out, a.job, budget, archive, work)
     try:
         return job.run()
     finally:

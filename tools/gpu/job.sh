@@ -3,5 +3,6 @@
 # FERKIT_GPU_DATA (default .gpu/fer2013.tar.gz) names the FER2013 archive (tools/gpu/pack_data.py);
 # FERKIT_GPU_SMOKE=1 runs the same job on the CPU at toy scale. See docs/gpu.md.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-exec "${PYTHON:-python3}" tools/gpu/job.py "$@"
+# No cd: OUT_DIR, --work and FERKIT_GPU_DATA are relative to where you run it (job.py finds
+# the checkout from its own path).
+exec "${PYTHON:-python3}" "$(dirname "$0")/job.py" "$@"
