@@ -49,5 +49,6 @@ def split_options() -> argparse.ArgumentParser:
     g.add_argument("--dataset", help="force the dataset layout (default: the checkpoint's run, else auto-detect)")
     g.add_argument("--split", default="test",
                    help="split: train, val, test, all, publictest, privatetest... (default: test; "
-                   "FER2013's test is PublicTest)")
+                   "FER2013's test is PublicTest + PrivateTest; the Kaggle folders hold "
+                   "PublicTest only)")
     return p

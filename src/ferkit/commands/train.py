@@ -12,8 +12,8 @@ OVERRIDE_RULE = """\
 how recipe values resolve (later rows win):
   1. the recipe file (or the run's config.yaml with --resume)
   2. --set KEY=VALUE, left to right; a repeated key keeps its last value.
-     --set model_kwargs={a: 1} replaces the whole mapping; --set model_kwargs.a=1
-     changes one entry and keeps the others
+     --set model_kwargs={a: 1} replaces the whole mapping;
+     --set model_kwargs.a=1 changes one entry and keeps the others
   3. dedicated flags (--epochs, --lr, --batch-size, --seed, --class-weights,
      --dataset): the more specific option wins over --set (a note says so when
      both give the field different values); a flag not given changes nothing
@@ -29,8 +29,9 @@ def add_parser(sub):
     p = sub.add_parser(
         "train",
         help="train a recipe on a dataset",
-        description="Train a named recipe (see 'ferkit recipes') on a dataset folder or CSV. "
-        "Writes a run directory with config.yaml, metrics.csv, best.ckpt, last.ckpt, "
+        # Wrapped by hand: the raw formatter (kept for the epilog's list) does not wrap.
+        description="Train a named recipe (see 'ferkit recipes') on a dataset folder or CSV.\n"
+        "Writes a run directory with config.yaml, metrics.csv, best.ckpt, last.ckpt,\n"
         "curves.png and a validation confusion matrix.",
         epilog=OVERRIDE_RULE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
