@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ferkit.errors import FerkitError
 from ferkit.faces.boxes import Box, _as_hwc, merge_boxes
+from ferkit.faces.registry import register_detector
 
 if TYPE_CHECKING:
     import numpy as np
@@ -323,6 +324,26 @@ class MtcnnDetector(FaceDetector):
 
     def detect(self, image: np.ndarray, min_face: int | None = None) -> list[Box]:
         return self.locate(image, min_face)[0]
+
+
+# ------------------------------------------------------------------ the shipped detectors
+# A new detector is a FaceDetector subclass above and one registration here.
+register_detector(
+    "haar", "frontal alt2 Haar cascade, profile cascades only when it finds no face"
+)(lambda: HaarDetector(profile="fallback"))
+register_detector(
+    "haar-full", "all three Haar cascades on every image (group photos with profile faces)"
+)(lambda: HaarDetector(profile=True))
+register_detector(
+    "haar-fast", "haar with a coarser pyramid: faster, misses more hard faces"
+)(lambda: HaarDetector(profile="fallback", scale_factor=1.15))
+register_detector("haar-frontal", "the frontal Haar cascade alone (fastest, misses profiles)")(
+    lambda: HaarDetector(profile=False)
+)
+register_detector("mtcnn", "MTCNN networks run by OpenCV (optional extra ferkit[mtcnn])")(
+    lambda: MtcnnDetector()
+)
+register_detector("none", "no detection: each input is already a face crop")(NoDetector)
 
 
 def _ignore_min_face(fn):

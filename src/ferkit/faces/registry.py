@@ -1,13 +1,15 @@
 """The face detectors users choose by name: ``register_detector``, ``get_detector``.
 
-Adding a detector is one decorated factory (here or in your own code)::
+Adding a detector is one file: its ``FaceDetector`` subclass and one decorated factory,
+both in :mod:`ferkit.faces.detectors` (where the shipped ones are registered) or in your
+own code::
 
     @register_detector("my-detector", "one line for --help")
     def _make():
         return MyDetector()   # a FaceDetector subclass
 
-``ferkit predict --detector``, ``ferkit serve --detector`` and their help texts read the
-registry, so nothing else needs to change.
+``ferkit predict --detector``, ``ferkit serve --detector``, their help texts and the tests
+parametrized over :func:`list_detectors` read the registry, so nothing else changes.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ferkit.errors import FerkitError
-from ferkit.faces.detectors import Box, FaceDetector, HaarDetector, MtcnnDetector, NoDetector
+from ferkit.faces.boxes import Box
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from ferkit.faces.detectors import FaceDetector
 
 #: The detector used when a caller asks for "default" (chosen by measurement,
 #: see docs/face-detection.md).
@@ -62,31 +66,25 @@ def register_detector(name: str, description: str):
     return deco
 
 
-register_detector(
-    "haar", "frontal alt2 Haar cascade, profile cascades only when it finds no face"
-)(lambda: HaarDetector(profile="fallback"))
-register_detector(
-    "haar-full", "all three Haar cascades on every image (group photos with profile faces)"
-)(lambda: HaarDetector(profile=True))
-register_detector(
-    "haar-fast", "haar with a coarser pyramid: faster, misses more hard faces"
-)(lambda: HaarDetector(profile="fallback", scale_factor=1.15))
-register_detector("haar-frontal", "the frontal Haar cascade alone (fastest, misses profiles)")(
-    lambda: HaarDetector(profile=False)
-)
-register_detector("mtcnn", "MTCNN networks run by OpenCV (optional extra ferkit[mtcnn])")(
-    lambda: MtcnnDetector()
-)
-register_detector("none", "no detection: each input is already a face crop")(NoDetector)
+
+
+def _import_detectors():
+    # Importing the module runs the shipped detectors' registrations (the registration
+    # pattern: detectors.py imports this module for the decorator).
+    import ferkit.faces.detectors as module
+
+    return module
 
 
 def list_detectors() -> list[str]:
     """Names of the registered detectors, sorted (``"default"`` is an alias, not listed)."""
+    _import_detectors()
     return sorted(_DETECTORS)
 
 
 def detector_help() -> str:
     """One line per detector, generated from the registry (for ``--help`` texts)."""
+    _import_detectors()
     lines = [f"default ({DEFAULT_DETECTOR})"]
     lines += [f"{e.name}: {e.description}" for e in sorted(_DETECTORS.values(), key=lambda e: e.name)]
     return "; ".join(lines)
@@ -101,7 +99,7 @@ def get_detector(name: str | FaceDetector = "default") -> FaceDetector:
     Raises:
         FerkitError: unknown name, or the detector's optional package is missing.
     """
-    if isinstance(name, FaceDetector):
+    if isinstance(name, _import_detectors().FaceDetector):
         return name
     key = DEFAULT_DETECTOR if name in (None, "", "default") else str(name).lower()
     if key not in _DETECTORS:
