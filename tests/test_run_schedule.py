@@ -104,6 +104,15 @@ def test_evaluate_sees_exactly_the_faces_the_run_validated_on(tmp_path):
     assert rep["n"] == val["n"] == 21  # 30% of 10 per class, 7 classes
     assert rep["accuracy"] == pytest.approx(val["accuracy"])
     assert rep["loss"] == pytest.approx(val["loss"], rel=1e-4)
+    # The same checkpoint copied out of its run folder (no config.yaml beside it) reads the data
+    # recipe saved inside it: before, its 'val' was another 10% carved with seed 0.
+    lone = tmp_path / "elsewhere" / "model.ckpt"
+    lone.parent.mkdir()
+    lone.write_bytes((run / "best.ckpt").read_bytes())
+    assert main(["evaluate", str(lone), "--data", str(data), "--split", "val", "--no-progress",
+                 "--out", str(tmp_path / "eval2")]) == 0
+    rep2 = json.loads((tmp_path / "eval2" / "report.json").read_text())
+    assert rep2["n"] == 21 and rep2["loss"] == pytest.approx(val["loss"], rel=1e-4)
 
 
 def test_robustness_and_compare_use_the_runs_validation_split(tmp_path):

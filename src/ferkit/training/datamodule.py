@@ -87,6 +87,26 @@ def run_recipe_of(checkpoint) -> tuple[Recipe, str] | None:
         return None
 
 
+_SPLIT_KEYS = ("dataset", "val_fraction", "seed", "group_val", "source_options")
+
+
+def _saved_split(path: Path) -> dict | None:
+    """The data recipe (layout, validation fraction, seed, grouping, source options) a Lightning
+    checkpoint of ``ferkit train`` saved in its hyper-parameters, or None (an exported file,
+    another program's checkpoint, an unreadable one, values of the wrong type)."""
+    try:
+        # our own file; mmap: only the small hyper-parameter dict is read, not the tensors
+        ck = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        hp = ck.get("hyper_parameters") if isinstance(ck, dict) else None
+        if not isinstance(hp, dict) or any(k not in hp for k in _SPLIT_KEYS):
+            return None
+        # checked as a recipe would check them (a damaged value is no split to trust)
+        Recipe(name="saved", model=str(hp.get("model", "?")), **{k: hp[k] for k in _SPLIT_KEYS})
+        return {k: hp[k] for k in _SPLIT_KEYS}
+    except Exception:  # noqa: BLE001 - no recipe to read: the documented default split applies
+        return None
+
+
 def checkpoint_split(checkpoint, data, split: str, *, labels, input_config, dataset: str | None = None,
                      val_fraction: float | None = None, source_options: dict | None = None,
                      strict: bool = False, progress: bool = True) -> FerDataset:
@@ -95,8 +115,10 @@ def checkpoint_split(checkpoint, data, split: str, *, labels, input_config, data
     A checkpoint inside a run directory (``config.yaml`` beside it) sees its run's data as
     training saw it: dataset layout, source options (face crops, angles...), validation
     fraction, grouping and seed, so its ``val`` is exactly the faces training validated on.
-    ``dataset``, ``val_fraction`` and ``source_options`` override when given. Any other file
-    (an exported model, ``default``) uses the auto-detected layout, 10% validation, seed 0.
+    A ``ferkit train`` checkpoint moved out of its run folder uses the recipe saved inside
+    it the same way. ``dataset``, ``val_fraction`` and ``source_options`` override when given.
+    Any other file (an exported model, ``default``) uses the auto-detected layout, 10%
+    validation, seed 0.
     Used by ``ferkit evaluate``, ``compare``, ``robustness`` and ensembles alike.
 
     Raises:
@@ -104,12 +126,17 @@ def checkpoint_split(checkpoint, data, split: str, *, labels, input_config, data
     """
     run = run_recipe_of(checkpoint) if checkpoint is not None and Path(str(checkpoint)).exists() else None
     recipe = run[0] if run is not None else None
+    if recipe is not None:
+        opts = {k: getattr(recipe, k) for k in _SPLIT_KEYS}
+    elif (checkpoint is not None and Path(str(checkpoint)).is_file()
+          and (saved := _saved_split(Path(str(checkpoint))))):
+        # A best.ckpt copied out of its run folder still holds its run's data recipe: without
+        # it, --split val carved another 10% (seed 0), partly faces the model trained on.
+        opts = saved
+    else:
+        opts = {"dataset": None, "val_fraction": 0.1, "seed": 0, "group_val": False, "source_options": {}}
+    opts["source_options"] = dict(opts["source_options"] or {})
     given = {"dataset": dataset, "val_fraction": val_fraction, "source_options": source_options}
-    opts = {
-        "dataset": recipe.dataset if recipe else None, "val_fraction": recipe.val_fraction if recipe else 0.1,
-        "seed": recipe.seed if recipe else 0, "group_val": recipe.group_val if recipe else False,
-        "source_options": dict(recipe.source_options) if recipe else {},
-    }
     opts.update({k: v for k, v in given.items() if v is not None})
     (idx,) = load_indices(data, [split], opts["dataset"], val_fraction=opts["val_fraction"], seed=opts["seed"],
                           group_val=opts["group_val"], **opts["source_options"])
