@@ -78,3 +78,28 @@ def test_every_help_page_fits_80_columns(monkeypatch):
     for name, text in pages.items():
         long = [line for line in text.splitlines() if len(line) > 80]
         assert not long, (name, long)
+
+
+def test_recipes_list_cuts_descriptions_at_words(capsys):
+    # the list cut each description at 70 characters, mid-word ("... projected ", "(neutral, calm, h")
+    from ferkit.cli import main
+    from ferkit.commands.listing import shorten
+    from ferkit.training.recipes import list_recipes
+
+    assert shorten("a  b\n c", 70) == "a b c"
+    assert shorten("one two three four", 12) == "one two..."
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    full = {r.name: " ".join(r.description.split()) for r in list_recipes()}
+    assert len(lines) == len(full)
+    cut = 0
+    for line in lines:
+        name, desc = line.split()[0], line.split(maxsplit=3)[3]
+        assert len(desc) <= 70
+        if desc.endswith("..."):
+            cut += 1
+            head = desc[:-3]
+            assert full[name].startswith(head) and full[name][len(head)] in " ,;:(", (name, desc)
+        else:
+            assert desc == full[name]
+    assert cut > 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 def add_parser(sub):
     p = sub.add_parser("recipes", help="list training recipes",
-                       description="List the named training recipes shipped with ferkit.")
+                       description="List the named training recipes shipped with ferkit, each "
+                       "with the start of its description; 'ferkit recipes NAME' prints one "
+                       "in full.")
     p.add_argument("name", nargs="?", help="show one recipe in full (YAML)")
     p.set_defaults(func=run_recipes)
     p = sub.add_parser("models", help="list shipped models and registered architectures",
@@ -28,9 +30,18 @@ def run_recipes(args) -> int:
         print(yaml.safe_dump(load_recipe(args.name).to_dict(), sort_keys=False), end="")
         return 0
     for r in list_recipes():
-        desc = " ".join(r.description.split())
-        print(f"{r.name:<28} model={r.model:<22} epochs={r.epochs:<4} {desc[:70]}")
+        print(f"{r.name:<28} model={r.model:<22} epochs={r.epochs:<4} {shorten(r.description, 70)}")
     return 0
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` on one line, cut at a word boundary with "..." when over ``width`` characters
+    (a cut in mid-word, "projected " or "(neutral, calm, h", read as a typo)."""
+    line = " ".join(text.split())
+    if len(line) <= width:
+        return line
+    cut = line[: width - 3].rsplit(" ", 1)[0].rstrip(" ,;:(")
+    return cut + "..."
 
 
 def run_models(args) -> int:
