@@ -86,3 +86,33 @@ def test_job_refuses_a_missing_archive(tmp_path):
     r = subprocess.run(["bash", str(REPO / "tools" / "gpu" / "job.sh"), str(tmp_path / "out")], env=env,
                        capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode != 0 and "nope.tar.gz not found" in r.stderr
+
+
+@pytest.mark.parametrize("job", ["ensemble", "li-full", "boulis-full"])
+@pytest.mark.parametrize("smoke", [False, True])
+def test_every_job_definition_resolves(job, smoke):
+    """Each job's members are valid recipes with the job's overrides (GPU and smoke alike) and
+    build their networks offline; the full smoke runs of li-full and boulis-full are in
+    docs/gpu.md (minutes each, so not in the suite)."""
+    import job as gpu_job  # tools/gpu/job.py
+
+    from ferkit.models.registry import create_model
+    from ferkit.training.recipes import load_recipe
+
+    spec = gpu_job.JOBS[job]
+    assert len(spec.get("stage_shares", [1.0])) == len(spec["stages"])
+    names = [m[0] for stage in spec["stages"] for m in stage]
+    assert len(names) == len(set(names))
+    for members in spec.get("ensembles", {}).values():
+        assert set(members) <= set(names)
+    for stage in spec["stages"]:
+        for name, recipe, sets, _ship in stage:
+            sets = {**(gpu_job._SMOKE_RUN if smoke else gpu_job._GPU_RUN), **sets}
+            if smoke:
+                for key, extra in spec.get("smoke", {}).items():
+                    if key in name or key in recipe:
+                        sets = {**sets, **extra}
+            sets = {k: (None if isinstance(v, str) and v.startswith("{run:") else v) for k, v in sets.items()}
+            r = load_recipe(recipe).override(**sets)
+            if smoke:  # the toy-scale networks are built (no ImageNet or DAE weights needed)
+                create_model(r.model, in_chans=r.in_chans, input_size=r.input_size, **r.model_kwargs)
