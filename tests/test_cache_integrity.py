@@ -116,3 +116,19 @@ def test_evaluate_after_cache_damage_gives_the_same_report(tmp_path, monkeypatch
     out = capsys.readouterr()
     assert json.loads(out.out)["confusion"] == before["confusion"]
     assert "is damaged (checksum mismatch" in out.err
+
+
+def test_same_data_named_two_ways_shares_one_entry(index, tmp_path, monkeypatch):
+    # '../shared/datasets/fer2013' (README) and '/work/shared/datasets/fer2013' were two keys:
+    # FER2013 was decoded, and stored (57 MB), once per spelling of its path.
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    names = [tmp_path / "data", "../data", tmp_path / "link", "../sub/../link"]
+    assert {load_index(n, "all").fingerprint for n in names} == {index.fingerprint}
+    _decode(load_index("../data", "all"))
+    _decode(load_index(tmp_path / "link", "all"))
+    assert len(list(cache_dir().glob("*.npy"))) == 1
+    first = next((tmp_path / "data" / "happy").glob("*.png"))
+    (first.parent / "extra.png").write_bytes(first.read_bytes())
+    assert load_index("../link", "all").fingerprint != index.fingerprint  # an added file still counts

@@ -4,7 +4,7 @@ Where: ``$FERKIT_CACHE`` if set, else ``~/.cache/ferkit``; one ``<key>.npy`` (th
 images, (N, S, S, C) uint8) plus ``<key>.json`` (item count, skipped items) per
 (dataset split, input size, channels).
 
-Invalidation: the key hashes the index fingerprint -- every file's path, size
+Invalidation: the key hashes the index fingerprint -- every file's resolved path, size
 and modification time (the CSV's for FER2013-CSV) -- with the decode size,
 channel count and cache format version. Editing, adding or removing a file
 changes the key, so a stale cache is never read; old entries are simply left

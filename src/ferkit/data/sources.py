@@ -176,11 +176,19 @@ def detect_source(root: str | os.PathLike) -> SourceSpec:
 
 
 def file_fingerprint(paths, extra: str = "") -> str:
-    """Hash of (path, size, mtime) for every file: any edit, addition or removal changes it."""
+    """Hash of (path, size, mtime) for every file: any edit, addition or removal changes it.
+
+    Paths are hashed with their folder resolved (absolute, links followed), so the same data
+    named two ways (``../shared/datasets/fer2013`` and ``/work/shared/datasets/fer2013``, or
+    through a linked folder) shares one decode-cache entry instead of being decoded twice."""
     h = hashlib.sha1(extra.encode())
+    real_dirs: dict[str, str] = {}  # one realpath per folder, not per file
     for p in paths:
         st = os.stat(p)
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        folder, name = os.path.split(os.fspath(p))
+        if folder not in real_dirs:
+            real_dirs[folder] = os.path.realpath(folder or ".")
+        h.update(f"{os.path.join(real_dirs[folder], name)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
