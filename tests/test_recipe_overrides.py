@@ -294,6 +294,28 @@ def test_other_commands_check_their_numbers_at_parse_time(argv, capsys):
     assert e.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "what", "msg"), [
+    # Folders: a FileExistsError traceback after the whole run, evaluation or sweep.
+    (["train", "boulis-baseline", "--data", "."], "afile", "afile is a file, not a folder"),
+    (["train", "boulis-baseline", "--data", "."], "afile/runs", "afile is a file, not a folder"),
+    (["evaluate", "default", "--data", "."], "afile", "afile is a file, not a folder"),
+    (["robustness", "default", "--data", "."], "afile/r", "afile is a file, not a folder"),
+    # Files: an IsADirectoryError traceback from the final rename, a .tmp left behind.
+    (["export", "default"], "adir", "adir is a folder; give a file name in it"),
+    (["export", "default"], "afile/m.onnx", "afile is a file, not a folder"),
+    (["ensemble", "a.pt", "b.pt"], "adir", "adir is a folder; give a file name in it"),
+    (["denoise-preview", "x.ckpt", "--data", "."], "afile/p.png", "afile is a file, not a folder"),
+])
+def test_out_paths_that_cannot_be_written_are_usage_errors(argv, what, msg, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--out", str(tmp_path / what)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "argument --out" in err and msg in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"]
+
+
 @pytest.mark.parametrize(("policy", "msg"), [
     ({"progressive": {"until": "backbone", "unfreez": {1: "head"}}}, "progressive has no key(s) unfreez"),
     ({"progressive": {"until": "backbone", "unfreeze": {"one": "head"}}}, "whole-number epochs"),

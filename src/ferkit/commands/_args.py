@@ -4,6 +4,7 @@ time, not a ValueError from deep inside a DataLoader after the model has loaded.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -15,6 +16,37 @@ def positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {v}")
     return v
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The first existing ancestor of ``path`` that is not a folder (nothing can be made under it)."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def out_folder(text: str) -> str:
+    """A folder to write into, made later: refused at parse time when it is an existing file or
+    lies under one (train, evaluate and robustness ended in a FileExistsError traceback, after
+    their whole run)."""
+    p = Path(text)
+    if p.exists() and not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    if blocker := _blocking_file(p):
+        raise argparse.ArgumentTypeError(f"{text}: {blocker} is a file, not a folder")
+    return text
+
+
+def out_file(text: str) -> str:
+    """A file to write, made later: refused at parse time when it is an existing folder or lies
+    under a file (export and ensemble ended in an IsADirectoryError traceback)."""
+    p = Path(text)
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name in it")
+    if blocker := _blocking_file(p):
+        raise argparse.ArgumentTypeError(f"{text}: {blocker} is a file, not a folder")
+    return text
 
 
 def run_options() -> argparse.ArgumentParser:

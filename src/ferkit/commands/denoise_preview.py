@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ferkit.commands._args import positive_int, run_options, split_options
+from ferkit.commands._args import out_file, positive_int, run_options, split_options
 
 
 def add_parser(sub):
@@ -19,7 +19,7 @@ def add_parser(sub):
         "against the clean faces before and after denoising.",
     )
     p.add_argument("checkpoint", help="trained li-dae checkpoint (best.ckpt)")
-    p.add_argument("--out", default="denoise_preview.png", help="PNG grid path (a .json is written beside it)")
+    p.add_argument("--out", type=out_file, default="denoise_preview.png", help="PNG grid path (a .json is written beside it)")
     p.add_argument("--n", type=positive_int, default=8, help="faces in the grid (default: 8)")
     p.add_argument("--distortion", default="random-gray:3", metavar="NAME:SEVERITY",
                    help="distortion to remove (default: random-gray:3)")

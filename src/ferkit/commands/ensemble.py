@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ferkit.commands._args import out_file
 from ferkit.errors import FerkitError
 
 
@@ -18,7 +19,7 @@ def add_parser(sub):
     p.add_argument(
         "checkpoint", nargs="+", help="members: best.ckpt files, exported .pt, or ensemble files"
     )
-    p.add_argument("--out", required=True, help="output file, e.g. ensemble.pt")
+    p.add_argument("--out", type=out_file, required=True, help="output file, e.g. ensemble.pt")
     p.add_argument(
         "--weights", help="comma-separated voting weights, one per checkpoint (default: equal)"
     )

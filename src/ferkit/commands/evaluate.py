@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ferkit.commands._args import json_option, run_options, split_options
+from ferkit.commands._args import json_option, out_folder, run_options, split_options
 
 
 def parse_tta(value: str) -> int | str:
@@ -38,7 +38,7 @@ def add_parser(sub):
     p.add_argument("checkpoint", nargs="+", help="checkpoint(s): best.ckpt, an exported .pt, or 'default'")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="val share carved from train (default: the checkpoint's recipe, else 0.1)")
-    p.add_argument("--out", help="folder for the report: report.json, confusion.png, per_class.png")
+    p.add_argument("--out", type=out_folder, help="folder for the report: report.json, confusion.png, per_class.png")
     p.add_argument("--tta", type=parse_tta, default=None, metavar="K|ten-crop",
                    help="test-time augmentation: average the image, its mirror and K augmented copies "
                    "(0 = mirror only), or 'ten-crop': four corner crops, the centre crop and their "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ferkit.commands._args import out_file
+
 
 def add_parser(sub):
     p = sub.add_parser(
@@ -33,7 +35,7 @@ def add_parser(sub):
         "--format", default="onnx", choices=["onnx", "torch"], help="output format (default: onnx)"
     )
     p.add_argument(
-        "--out", help="output file (default: next to the checkpoint, or ./default.onnx / ./default.pt for the shipped model)"
+        "--out", type=out_file, help="output file (default: next to the checkpoint, or ./default.onnx / ./default.pt for the shipped model)"
     )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     p.add_argument(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ferkit.commands._args import positive_int, run_options, split_options
+from ferkit.commands._args import out_folder, positive_int, run_options, split_options
 
 
 def add_parser(sub):
@@ -21,7 +21,7 @@ def add_parser(sub):
         "--data fer2013/ --split test --distortions random-gray,gaussian-noise --limit 1000",
     )
     p.add_argument("checkpoint", help="classifier checkpoint (best.ckpt or exported .pt)")
-    p.add_argument("--out", default="robustness", help="output folder (default: ./robustness)")
+    p.add_argument("--out", type=out_folder, default="robustness", help="output folder (default: ./robustness)")
     p.add_argument("--severities", default="1,2,3,4,5", help="comma-separated severities 1..5 (default: all)")
     p.add_argument("--distortions", help="comma-separated distortion names (default: all)")
     p.add_argument("--limit", type=positive_int, help="evaluate only N evenly spaced images (quick runs)")

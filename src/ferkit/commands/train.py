@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ferkit.commands._args import positive_int
+from ferkit.commands._args import out_folder, positive_int
 
 OVERRIDE_RULE = """\
 how recipe values resolve (later rows win):
@@ -39,7 +39,7 @@ def add_parser(sub):
     p.add_argument("recipe", nargs="?", help="recipe name or YAML file (omit with --resume)")
     p.add_argument("--data", help="dataset path: FER2013 CSV/folders, class folders, KDEF, RAF-DB...")
     p.add_argument("--dataset", help="force the dataset layout (see 'ferkit datasets'); default: auto-detect")
-    p.add_argument("--out", default="runs", help="parent folder of the run directory (default: runs)")
+    p.add_argument("--out", type=out_folder, default="runs", help="parent folder of the run directory (default: runs)")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     p.add_argument("--lr", type=float, help="override the recipe's learning rate")
