@@ -47,10 +47,15 @@ def _missing(module: str) -> bool:
     return False
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    # Every test session gets its own decode cache: tests never read a user's cache.
-    monkeypatch.setenv("FERKIT_CACHE", str(tmp_path_factory.getbasetemp() / "ferkit-cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    # Every test session gets its own decode cache: tests never read or fill a user's cache.
+    # Session scope: module- and session-scoped fixtures (a trained run shared by a file's
+    # tests) are set up before any function-scoped one, and used to decode into
+    # ~/.cache/ferkit (a hundred stale entries after a few runs of the suite).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FERKIT_CACHE", str(tmp_path_factory.getbasetemp() / "ferkit-cache"))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -132,3 +132,16 @@ def test_same_data_named_two_ways_shares_one_entry(index, tmp_path, monkeypatch)
     first = next((tmp_path / "data" / "happy").glob("*.png"))
     (first.parent / "extra.png").write_bytes(first.read_bytes())
     assert load_index("../link", "all").fingerprint != index.fingerprint  # an added file still counts
+
+
+@pytest.fixture(scope="module")
+def _cache_seen_by_a_module_fixture():
+    from ferkit.data.cache import cache_dir as _dir
+
+    return _dir()
+
+
+def test_module_fixtures_use_the_session_cache_too(_cache_seen_by_a_module_fixture, tmp_path_factory):
+    # module-scoped fixtures (trained runs shared by a file's tests) ran before the function-scoped
+    # isolation and decoded into the user's ~/.cache/ferkit
+    assert _cache_seen_by_a_module_fixture == tmp_path_factory.getbasetemp() / "ferkit-cache"
