@@ -228,3 +228,24 @@ def test_evaluate_warns_when_the_faces_are_framed_unlike_the_models(tmp_path):
     with pytest.warns(UserWarning, match=r"margin 0\.1 .*framing is 0"):
         rep = evaluate_checkpoints(run / "best.ckpt", root, "all", batch_size=8, device="cpu", progress=False)
     assert rep["checkpoints"] == [str(run / "best.ckpt")] and sum(rep["confusion"][0]) >= 1
+
+
+def test_a_thin_image_is_framed_without_a_full_resolution_square():
+    """Detector "none" frames the whole image: a 1 x 1,000,000 array asked OpenCV for a
+    10^12-byte padded square (cv2.error 'Insufficient memory'). Thin images are shrunk first,
+    and the face looks as the full-resolution cut would."""
+    import numpy as np
+
+    from ferkit.faces.framing import convert_channels, crop_face, face_square, resize_square
+    from ferkit.models.input_config import InputConfig
+
+    cfg = InputConfig()
+    out = crop_face(np.full((1, 10**6), 77, np.uint8), (0, 0, 10**6, 1), cfg)
+    assert out.shape == (cfg.frame, cfg.frame, cfg.channels) and (out == 77).all()
+    rng = np.random.default_rng(0)
+    thin = np.repeat(rng.integers(0, 255, (1, 40), dtype=np.uint8), 50, axis=1).repeat(4, axis=0)  # 4 x 2000
+    box = (0, 0, 2000, 4)
+    full = resize_square(convert_channels(face_square(thin, box), cfg.channels), cfg.frame)
+    fast = crop_face(thin, box, cfg)
+    assert fast.shape == full.shape
+    assert np.abs(fast.astype(int) - full.astype(int)).mean() < 2.0

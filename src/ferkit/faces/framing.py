@@ -153,8 +153,37 @@ def crop_face(
     """
     if margin is None:
         margin = getattr(input_config, "face_margin", FER_MARGIN)
+    image, box, eyes = _shrink_for_square(_as_hwc(image), box, margin, eyes, input_config.frame)
     crop = convert_channels(face_square(image, box, margin, eyes), input_config.channels)
     return resize_square(crop, input_config.frame)
+
+
+def _shrink_for_square(image: np.ndarray, box, margin: float, eyes, frame: int):
+    """A thin image's square is mostly padding, made at full resolution before the resize: a
+    1 x 1,000,000 array (detector "none": the box is the whole image) asked OpenCV for a
+    10^12-byte square (an 'Insufficient memory' cv2.error). When the square is over four times
+    the image's area (and well over the model's frame), the part of the image inside it is
+    shrunk first to twice the frame, with the box and eyes scaled to match; ordinary photos
+    (a square within about twice the image) are cut at full resolution as before.
+    """
+    import cv2
+
+    x0, y0, side = square_around(box, margin)
+    H, W = image.shape[:2]
+    target = 2 * frame
+    if side * side <= max(4 * H * W, (8 * frame) ** 2):
+        return image, box, eyes
+    f = target / side
+    cx, cy = max(0, x0), max(0, y0)
+    region = image[cy : min(H, y0 + side), cx : min(W, x0 + side)]
+    h, w = region.shape[:2]
+    small = cv2.resize(region, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    small = small[:, :, None] if small.ndim == 2 else small
+    x, y, bw, bh = (float(v) for v in box)
+    box = ((x - cx) * f, (y - cy) * f, bw * f, bh * f)
+    if eyes is not None:
+        eyes = [((ex - cx) * f, (ey - cy) * f) for ex, ey in eyes]
+    return small, box, eyes
 
 
 def largest_box(boxes: Sequence[Box]) -> Box | None:
