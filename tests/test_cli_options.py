@@ -103,3 +103,15 @@ def test_recipes_list_cuts_descriptions_at_words(capsys):
         else:
             assert desc == full[name]
     assert cut > 0
+
+
+def test_predict_and_serve_describe_model_and_backend_alike():
+    # serve's --model said "'default' (shipped model) or a checkpoint path" although it loads
+    # .onnx files, run folders and default-int8 exactly as predict does
+    p = build_parser()
+    helps = {}
+    for cmd in ("predict", "serve"):
+        helps[cmd] = {a.dest: a.help for a in p.command_parsers[cmd]._actions if a.dest in ("model", "backend")}
+    assert helps["predict"] == helps["serve"]
+    assert "'ferkit models'" in helps["serve"]["model"] and ".onnx" in helps["serve"]["model"]
+    assert all(a.help for a in p.command_parsers["serve"]._actions)  # --log-level had none

@@ -84,3 +84,11 @@ def split_options() -> argparse.ArgumentParser:
                    "FER2013's test is PublicTest + PrivateTest; the Kaggle folders hold "
                    "PublicTest only)")
     return p
+
+
+#: ``--model`` of predict and serve: both load through ``Recognizer.from_pretrained``.
+MODEL_HELP = ("a shipped model by name ('default', 'default-int8': see 'ferkit models'), a "
+              "checkpoint (.ckpt/.pt), an .onnx file or a run folder (default: default)")
+#: ``--backend`` of predict and serve.
+BACKEND_HELP = ("inference engine (default auto: onnxruntime on the CPU, about 4x PyTorch's CPU "
+                "speed, same scores to 1e-4; torch on a GPU; torch needs the ferkit[train] extra)")

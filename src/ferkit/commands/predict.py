@@ -7,6 +7,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from ferkit.commands._args import BACKEND_HELP, MODEL_HELP
+
 FORMATS = ("jsonl", "csv", "text")
 
 
@@ -53,14 +55,13 @@ def add_parser(sub):
     p.add_argument(
         "--model",
         default="default",
-        help="'default' (shipped model), a checkpoint (.ckpt/.pt), an .onnx file or a run folder",
+        help=MODEL_HELP,
     )
     p.add_argument(
         "--backend",
         default="auto",
         choices=["auto", "torch", "onnx"],
-        help="inference engine (default auto: onnxruntime on the CPU, about 4x PyTorch's CPU "
-        "speed, same scores to 1e-4; torch on a GPU; torch needs the ferkit[train] extra)",
+        help=BACKEND_HELP,
     )
     from ferkit.faces import DEFAULT_MIN_FACE, detector_help
 

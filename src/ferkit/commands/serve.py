@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from ferkit.commands._args import BACKEND_HELP, MODEL_HELP
 from ferkit.errors import FerkitError
 
 
@@ -25,9 +26,8 @@ def add_parser(sub):
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    p.add_argument("--model", default="default", help="'default' (shipped model) or a checkpoint path")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
-                   help="inference backend (default auto: onnxruntime on the CPU when installed, else torch)")
+    p.add_argument("--model", default="default", help=MODEL_HELP)
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"], help=BACKEND_HELP)
     from ferkit.faces import DEFAULT_MIN_FACE, detector_help
 
     p.add_argument("--detector", default="default", help=f"face detector: {detector_help()}")
@@ -49,7 +49,8 @@ def add_parser(sub):
     p.add_argument("--queue-mpix", type=float, default=None,
                    help="most megapixels of decoded images waiting for the model; later requests "
                    "wait (bounds detection memory too; default: 50, the largest image accepted)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level; info logs one line per request (default: info)")
     p.set_defaults(func=run)
     return p
 
