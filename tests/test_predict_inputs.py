@@ -161,3 +161,20 @@ def test_missing_inputs_and_empty_patterns(tmp_path):
         ("skipped", "nope.jpg", "no such file or folder"),
         ("skipped", "*.png", "no file matches this pattern"),
     ]
+
+
+def test_a_skipped_entry_reached_twice_is_counted_once(tmp_path):
+    """A pattern and a folder link back up (sub.jpg/loop -> ..) reached the same FIFO and broken
+    link twice: '6 input(s) skipped' for 3 bad entries. Skips are counted once, like files."""
+    root = tmp_path / "p"
+    (root / "sub.jpg").mkdir(parents=True)
+    shutil.copy(ASTRONAUT, root / "good.png")
+    (root / "dangle.jpg").symlink_to(tmp_path / "nonexistent")
+    os.mkfifo(root / "fifo.jpg")
+    (root / "sub.jpg" / "loop").symlink_to(root)
+    kinds = [(k, n) for k, n, _ in _walk(str(root / "*.JPG"))]
+    skipped = sorted(n for k, n in kinds if k == "skipped")
+    assert skipped == ["dangle.jpg", "fifo.jpg"], kinds
+    assert sorted(n for k, n in kinds if k == "image") == ["good.png"]
+    # the second sight of each is 'already read', as for files
+    assert sum(1 for k, n in kinds if k == "ignored" and n in ("dangle.jpg", "fifo.jpg")) == 2

@@ -225,11 +225,26 @@ class _Walk:
     def __init__(self):
         self.dirs: set[tuple[int, int]] = set()
         self.files: dict[tuple[int, int], str] = {}
+        self.skips: dict[tuple[int, int], str] = {}
+
+    def skip(self, path: Path, name: str, problem: InputError, st: os.stat_result | None = None) -> InputFile:
+        """A skipped entry, counted once however often it is reached: a pattern and a folder link
+        (``sub/loop -> ..``) reached the same FIFO or broken link twice and the summary counted
+        both (its own stat, or the link's own lstat when its target is gone)."""
+        try:
+            st = st or os.lstat(path)
+        except OSError:
+            return InputFile("skipped", path, name, problem)
+        ident = (st.st_dev, st.st_ino)
+        if ident in self.skips:
+            return InputFile("ignored", path, name, AlreadySeen(f"{name}: same entry as {self.skips[ident]}"))
+        self.skips[ident] = name
+        return InputFile("skipped", path, name, problem)
 
     def entry(self, path: Path, name: str, explicit: bool) -> Iterator[InputFile]:
         st = _stat(path, name)
         if isinstance(st, InputError):
-            yield InputFile("skipped", path, name, st)
+            yield self.skip(path, name, st)
         elif stat.S_ISDIR(st.st_mode):
             yield from self.folder(path, st)
         else:
@@ -252,7 +267,7 @@ class _Walk:
             p = Path(e.path)
             st_e = _stat(p, str(p))
             if isinstance(st_e, InputError):
-                yield InputFile("skipped", p, str(p), st_e)
+                yield self.skip(p, str(p), st_e)
             elif stat.S_ISDIR(st_e.st_mode):
                 subdirs.append((p, st_e))
             else:
@@ -262,7 +277,7 @@ class _Walk:
 
     def file(self, path: Path, name: str, st: os.stat_result, explicit: bool) -> InputFile:
         if not stat.S_ISREG(st.st_mode):
-            return InputFile("skipped", path, name, NotRegularFile(f"{name}: not a regular file"))
+            return self.skip(path, name, NotRegularFile(f"{name}: not a regular file"), st)
         ident = (st.st_dev, st.st_ino)
         if ident in self.files:
             first = self.files[ident]
