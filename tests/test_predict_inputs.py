@@ -178,3 +178,11 @@ def test_a_skipped_entry_reached_twice_is_counted_once(tmp_path):
     assert sorted(n for k, n in kinds if k == "image") == ["good.png"]
     # the second sight of each is 'already read', as for files
     assert sum(1 for k, n in kinds if k == "ignored" and n in ("dangle.jpg", "fifo.jpg")) == 2
+
+
+def test_an_empty_input_name_is_skipped_not_the_working_folder(tmp_path, monkeypatch):
+    # Path("") is ".": `ferkit predict "$DIR"` with DIR unset walked every image below the cwd
+    shutil.copy(ASTRONAUT, tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    assert _walk("", " ") == [("skipped", "''", "no such file or folder"),
+                              ("skipped", "' '", "no such file or folder")]

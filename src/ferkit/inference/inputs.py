@@ -206,7 +206,10 @@ def iter_inputs(
             yield InputFile("image", Path(path), name)
             continue
         path = Path(key).expanduser()
-        if os.path.lexists(path):
+        if not key.strip():
+            # Path("") is ".": an unset shell variable ("$DIR") walked the whole working folder
+            yield InputFile("skipped", path, repr(key), NoSuchInput(f"{key!r}: an empty input name"))
+        elif os.path.lexists(path):
             yield from walk.entry(path, key, explicit=True)
         elif _GLOB_CHARS & set(key):
             pattern = case_insensitive_pattern(os.path.expanduser(key))
