@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import time
 import warnings
@@ -43,6 +44,15 @@ from ferkit.training.resume import RandomState, check_batch_limit, prepare_resum
 from ferkit.training.schedule import EMAWeights, RunSchedule
 
 _RUN_DIR_ENV = "FERKIT_RUN_DIR"  # lets DDP worker processes find the run rank 0 created
+
+
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    """Lightning logs a "💡 Tip: ... try installing litlogger" line at every Trainer start: an
+    advert for a cloud service in a training log. Its other lines (precision, devices) stay."""
+    return not record.getMessage().lstrip().startswith("💡 Tip")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
