@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 import subprocess
 import sys
 import threading
@@ -329,3 +330,37 @@ def test_detectors_give_back_buffers_after_a_large_image(tmp_path):
     grew = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               timeout=300, check=True).stdout.split()[-1])
     assert grew < 100, f"RSS stayed {grew} MB up after the detection"
+
+
+@pytest.mark.parametrize(("argv", "msg"), [
+    (["--max-upload-mb", "nan"], "expected a finite number, got nan"),  # was a ValueError traceback
+    (["--queue-mpix", "nan"], "expected a finite number, got nan"),  # likewise
+    (["--decode-mpix", "inf"], "expected a finite number, got inf"),
+    (["--batch-window-ms", "nan"], "expected a finite number, got nan"),  # served, with a NaN window
+    (["--batch-window-ms", "abc"], "expected a number, got 'abc'"),
+])
+def test_serve_numbers_are_checked_at_parse_time(argv, msg, capsys):
+    from ferkit.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--port", "18765", *argv])
+    assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("var", "value", "msg"), [
+    ("FERKIT_SERVE_MAX_UPLOAD_MB", "abc", "must be a finite number > 0"),
+    ("FERKIT_SERVE_BATCH_WINDOW_MS", "nan", "must be a finite number >= 0"),
+    ("FERKIT_SERVE_MAX_BATCH", "1.5", "must be a whole number >= 1"),
+    ("FERKIT_SERVE_QUEUE_MPIX", "inf", "must be a finite number > 0"),
+    ("FERKIT_SERVE_DECODE_MPIX", "nan", "must be a finite number > 0"),
+    ("FERKIT_SERVE_MIN_FACE", "-1", "must be a whole number >= 0"),
+])
+def test_serve_worker_settings_from_the_environment_are_one_line_errors(var, value, msg, monkeypatch):
+    # ferkit serve --workers N passes its settings to each worker through these variables;
+    # float("abc") / int(nan * 1e6) were tracebacks in every worker
+    from ferkit.errors import FerkitError
+    from ferkit.serve.app import app_from_env
+
+    monkeypatch.setenv(var, value)
+    with pytest.raises(FerkitError, match=re.escape(f"{var}={value!r}: {msg}")):
+        app_from_env()

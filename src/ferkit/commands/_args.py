@@ -18,6 +18,20 @@ def positive_int(text: str) -> int:
     return v
 
 
+def finite_float(text: str) -> float:
+    """A finite number: nan and inf pass ``float`` (serve --max-upload-mb nan was a ValueError
+    traceback, --batch-window-ms nan started a server whose batches never closed on time)."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return v
+
+
 def _blocking_file(path: Path) -> Path | None:
     """The first existing ancestor of ``path`` that is not a folder (nothing can be made under it)."""
     for parent in path.parents:

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from ferkit.commands._args import BACKEND_HELP, MODEL_HELP
+from ferkit.commands._args import BACKEND_HELP, MODEL_HELP, finite_float
 from ferkit.errors import FerkitError
 
 
@@ -36,17 +36,17 @@ def add_parser(sub):
                    f"{DEFAULT_MIN_FACE}; smaller costs detection time on large photos)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes, each with its own model copy (default: 1)")
-    p.add_argument("--max-upload-mb", type=float, default=10,
+    p.add_argument("--max-upload-mb", type=finite_float, default=10,
                    help="largest image accepted, in MB; larger uploads get 413 (default: 10)")
     p.add_argument("--api-key", default=None,
                    help="require this X-API-Key header on /v1/* (default: env FERKIT_API_KEY, else none)")
-    p.add_argument("--batch-window-ms", type=float, default=5,
+    p.add_argument("--batch-window-ms", type=finite_float, default=5,
                    help="how long to wait for other requests to share a model call (default: 5)")
     p.add_argument("--max-batch", type=int, default=64, help="most images per model call (default: 64)")
-    p.add_argument("--decode-mpix", type=float, default=50,
+    p.add_argument("--decode-mpix", type=finite_float, default=50,
                    help="most megapixels decoded at once across all requests; later uploads wait "
                    "(bounds decode memory; default: 50, one image of the largest size accepted)")
-    p.add_argument("--queue-mpix", type=float, default=None,
+    p.add_argument("--queue-mpix", type=finite_float, default=None,
                    help="most megapixels of decoded images waiting for the model; later requests "
                    "wait (bounds detection memory too; default: 50, the largest image accepted)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],

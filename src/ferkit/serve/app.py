@@ -376,15 +376,32 @@ def app_from_env() -> FastAPI:
     ``FERKIT_SERVE_MIN_FACE`` and ``FERKIT_API_KEY``.
     """
     env = os.environ
+
+    def number(name: str, default, kind=float, low: float = 0.0, low_open: bool = True):
+        # one line naming the variable: int("abc") / int(nan * 1e6) were tracebacks in every worker
+        text = env.get(name)
+        if not text:
+            return default
+        try:
+            v = kind(text)
+        except ValueError:
+            v = None
+        if v is None or not math.isfinite(v) or (v <= low if low_open else v < low):
+            what = "a whole number" if kind is int else "a finite number"
+            raise FerkitError(f"{name}={text!r}: must be {what} {'>' if low_open else '>='} {low:g}")
+        return v
+
+    mpix = number("FERKIT_SERVE_DECODE_MPIX", DEFAULT_MAX_PIXELS / 1e6)
+    queue = number("FERKIT_SERVE_QUEUE_MPIX", None)
     return create_app(
         model=env.get("FERKIT_SERVE_MODEL", "default"),
-        max_upload_mb=float(env.get("FERKIT_SERVE_MAX_UPLOAD_MB", 10)),
+        max_upload_mb=number("FERKIT_SERVE_MAX_UPLOAD_MB", 10.0),
         api_key=env.get("FERKIT_API_KEY") or None,
-        batch_window_ms=float(env.get("FERKIT_SERVE_BATCH_WINDOW_MS", 5)),
-        max_batch=int(env.get("FERKIT_SERVE_MAX_BATCH", 64)),
+        batch_window_ms=number("FERKIT_SERVE_BATCH_WINDOW_MS", 5.0, low_open=False),
+        max_batch=number("FERKIT_SERVE_MAX_BATCH", 64, int, low=1, low_open=False),
         backend=env.get("FERKIT_SERVE_BACKEND", "auto"),
         detector=env.get("FERKIT_SERVE_DETECTOR", "default"),
-        decode_pixels=int(float(env.get("FERKIT_SERVE_DECODE_MPIX", DEFAULT_MAX_PIXELS / 1e6)) * 1e6),
-        queue_pixels=int(float(env["FERKIT_SERVE_QUEUE_MPIX"]) * 1e6) if env.get("FERKIT_SERVE_QUEUE_MPIX") else None,
-        min_face=int(env["FERKIT_SERVE_MIN_FACE"]) if env.get("FERKIT_SERVE_MIN_FACE") else None,
+        decode_pixels=int(mpix * 1e6),
+        queue_pixels=int(queue * 1e6) if queue is not None else None,
+        min_face=number("FERKIT_SERVE_MIN_FACE", None, int, low_open=False),
     )
