@@ -220,3 +220,28 @@ def test_real_ravdess_clip_with_tracking_and_plot(slim, shared_fixtures, tmp_pat
     assert (plots / f"{base}_track{main_track}.png").is_file()
     assert (ann / f"{base}_annotated.mp4").stat().st_size > 1000
     assert "1 video(s)" in err and "wrote 1 annotated file(s) and" in err
+
+
+@pytest.mark.parametrize(("argv", "msg"), [
+    (["--webcam", "-1"], "argument --webcam: expected a whole number >= 0, got -1"),  # OpenCV segfaulted
+    (["--smoothing", "nan"], "argument --smoothing: expected a finite number, got nan"),  # NaN scores printed
+    (["--smoothing", "-1"], "expected a number in (0, 1], got -1"),  # 'confidence' 2.29
+    (["--smoothing", "5"], "expected a number in (0, 1], got 5"),  # 'confidence' 68.8
+    (["--smoothing", "0"], "expected a number in (0, 1], got 0"),  # the first frame's scores forever
+    (["--max-frames", "0"], "argument --max-frames: expected a whole number >= 1, got 0"),  # no frame, exit 0
+    (["--max-frames", "-1"], "expected a whole number >= 1, got -1"),
+])
+def test_video_options_out_of_range_are_usage_errors(argv, msg, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "clip.mp4", *argv])
+    assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), -1.0, 5.0, 0.0])
+def test_tracker_refuses_a_smoothing_that_is_no_average(alpha):
+    from ferkit.errors import FerkitError
+    from ferkit.inference.video import IouTracker
+
+    with pytest.raises(FerkitError, match=r"smoothing must be in \(0, 1\]"):
+        IouTracker(alpha=alpha)
+    IouTracker(alpha=1.0)

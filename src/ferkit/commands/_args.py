@@ -18,6 +18,26 @@ def positive_int(text: str) -> int:
     return v
 
 
+def non_negative_int(text: str) -> int:
+    """A whole number >= 0 (camera indices: OpenCV crashed the process on --webcam -1)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {v}")
+    return v
+
+
+def weight(text: str) -> float:
+    """A number in (0, 1]: the newest frame's weight in an average (nan, -1 or 5 printed NaN
+    or 'probabilities' above 1)."""
+    v = finite_float(text)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text}")
+    return v
+
+
 def finite_float(text: str) -> float:
     """A finite number: nan and inf pass ``float`` (serve --max-upload-mb nan was a ValueError
     traceback, --batch-window-ms nan started a server whose batches never closed on time)."""

@@ -7,7 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from ferkit.commands._args import BACKEND_HELP, MODEL_HELP
+from ferkit.commands._args import BACKEND_HELP, MODEL_HELP, non_negative_int, positive_int, weight
 
 FORMATS = ("jsonl", "csv", "text")
 
@@ -51,7 +51,7 @@ def add_parser(sub):
     p.add_argument(
         "--demo", action="store_true", help="run on the bundled public-domain demo photo"
     )
-    p.add_argument("--webcam", type=int, metavar="N", help="read camera N (0 = first camera)")
+    p.add_argument("--webcam", type=non_negative_int, metavar="N", help="read camera N (0 = first camera)")
     p.add_argument(
         "--model",
         default="default",
@@ -120,10 +120,10 @@ def add_parser(sub):
     p.add_argument(
         "--every", type=int, default=1, metavar="N", help="videos: analyse every N-th frame"
     )
-    p.add_argument("--max-frames", type=int, metavar="N", help="videos/webcam: stop after N frames")
+    p.add_argument("--max-frames", type=positive_int, metavar="N", help="videos/webcam: stop after N frames")
     p.add_argument(
         "--smoothing",
-        type=float,
+        type=weight,
         default=0.5,
         metavar="A",
         help="videos: weight of the newest frame in the score average (1 = none; default 0.5)",

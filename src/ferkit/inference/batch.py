@@ -15,6 +15,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from ferkit.errors import FerkitError
+
 
 def predict_inputs(
     rec,
@@ -42,7 +44,7 @@ def predict_inputs(
         aliases: name -> (path, display name) for inputs such as ``"demo"``.
         batch_size: images classified per forward pass.
         every, max_frames, smoothing: videos: analyse every N-th frame, stop after
-            ``max_frames`` frames, the track smoothing factor (0 = none).
+            ``max_frames`` frames, the newest frame's weight in the track's score average, in (0, 1] (1 = none).
         webcam: camera number to read after the files, or None.
         annotated_dir, plot_dir: existing folders for annotated images/videos and
             score plots (None: none written).
@@ -100,7 +102,12 @@ class _Job:
         from tqdm import tqdm
 
         from ferkit.inference.outputs import OutputNames, RunReport
+        from ferkit.inference.video import IouTracker
 
+        IouTracker(alpha=smoothing)  # refuses a smoothing outside (0, 1] before the first input
+        if max_frames is not None and max_frames < 1:
+            # 0 and -1 analysed no frame of any video and still reported success
+            raise FerkitError(f"max_frames must be a whole number >= 1 (or None: every frame), got {max_frames}")
         self.rec, self.writer, self.quiet = rec, writer, quiet
         self.every, self.max_frames, self.smoothing = every, max_frames, smoothing
         self.report = RunReport(echo=lambda line: tqdm.write(line, file=sys.stderr))

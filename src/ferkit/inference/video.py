@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferkit.errors import DataError
+from ferkit.errors import DataError, FerkitError
 from ferkit.faces import Box, iou
 from ferkit.inference.inputs import VIDEO_EXTENSIONS, is_video_file, sniff_media
 
@@ -231,6 +231,10 @@ class IouTracker:
     """
 
     def __init__(self, iou_threshold: float = 0.3, max_missed: int = 5, alpha: float = 0.5):
+        # alpha outside (0, 1] is no average: nan gave NaN scores, -1 and 5 "probabilities"
+        # of 2.3 and 68.8, all printed without a word (0 would keep the first frame's forever)
+        if not (isinstance(alpha, (int, float)) and 0 < alpha <= 1):
+            raise FerkitError(f"smoothing must be in (0, 1] (the newest frame's weight; 1 = none), got {alpha}")
         self.iou_threshold, self.max_missed, self.alpha = iou_threshold, max_missed, alpha
         self.tracks: dict[int, Track] = {}
         self.finished: list[Track] = []
