@@ -65,6 +65,10 @@ def test_ensemble_of_different_sizes_is_weighted_mean():
     assert torch.allclose(pt.sum(1), torch.ones(4), atol=1e-5)
     with pytest.raises(FerkitError):
         Ensemble([a, b], FER7, weights=[1])
+    # nan and inf weights made every prediction NaN (ferkit ensemble --weights=nan,1 wrote it, exit 0)
+    for bad in ([float("nan"), 1], [float("inf"), 1], [-1, 1], [0, 0]):
+        with pytest.raises(FerkitError, match="finite non-negative values"):
+            Ensemble([a, b], FER7, weights=bad)
 
 
 def test_ensemble_predict_log_probs_matches_metrics_api(tiny_tree):

@@ -141,9 +141,12 @@ class Ensemble(nn.Module):
             if weights is None
             else torch.tensor([float(v) for v in weights])
         )
-        if len(w) != len(models) or (w < 0).any() or w.sum() <= 0:
+        # nan passed every comparison here and inf made the normalised weights nan: an
+        # ensemble whose every prediction was NaN, written without a word
+        if len(w) != len(models) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
             raise FerkitError(
-                f"ensemble weights: need {len(models)} non-negative values, got {list(weights)}"
+                f"ensemble weights: need {len(models)} finite non-negative values, not all 0, "
+                f"got {list(weights)}"
             )
         self.register_buffer("weights", w / w.sum())
         self.specs = [dict(s) for s in specs] if specs else [{} for _ in models]
