@@ -199,6 +199,7 @@ def test_training_on_uncut_images_keeps_the_declared_framing():
 
 
 def test_evaluation_names_a_framing_mismatch():
+    pytest.importorskip("torch")  # evaluates a checkpoint
     from ferkit.data.sources import Index
     from ferkit.evaluation.evaluate import framing_mismatch
 
