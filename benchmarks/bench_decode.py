@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     for label, cpus in (("1 thread", 1), (f"{min(8, os.cpu_count() or 1)} threads", os.cpu_count())):
         with mock.patch.object(cache.os, "cpu_count", return_value=cpus):
             t = time.perf_counter()
-            images, kept, _ = cache.decode_index(idx, 48, 1, use_cache=False, progress=False)
+            _, kept, _ = cache.decode_index(idx, 48, 1, use_cache=False, progress=False)
             rates[label] = len(kept) / (time.perf_counter() - t)
         print(f"{label:>10}: {rates[label]:8.0f} images/s ({len(kept)} faces of {a.data} [{a.split}])")
     one, many = rates.values()

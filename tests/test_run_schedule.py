@@ -9,8 +9,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import write_class_tree
+
 from ferkit.cli import main
 from ferkit.training.datamodule import DeviceBatches
 from ferkit.training.schedule import warmup_cosine

@@ -101,7 +101,7 @@ class FerLitModule(L.LightningModule):
         # (what evaluate reports), and the class-balanced figure is logged beside it.
         # validate_args=False: the argument checks read tensor values on the host, a
         # device synchronisation on every update.
-        acc = dict(num_classes=num_classes, validate_args=False)
+        acc = {"num_classes": num_classes, "validate_args": False}
         self.train_acc = MulticlassAccuracy(average="micro", **acc)
         self.val_acc = MulticlassAccuracy(average="micro", **acc)
         self.val_bal_acc = MulticlassAccuracy(average="macro", **acc)
@@ -258,7 +258,7 @@ class FerLitModule(L.LightningModule):
             steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs))
             if self.schedule_steps is None:
                 self.schedule_steps = int(self.trainer.estimated_stepping_batches)
-            warm = int(round(r.warmup_epochs * steps_per_epoch))
+            warm = round(r.warmup_epochs * steps_per_epoch)
             lam = warmup_cosine(lambda: self.schedule_steps, warm, r.min_lr / r.lr if r.lr else 0.0)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
