@@ -185,3 +185,19 @@ def test_resumed_budget_run_keeps_its_plan_and_its_cosine(tmp_path, monkeypatch)
     last = torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 3
     assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0001, rel=0.05)
+
+
+def test_a_budget_spent_by_the_first_epoch_ends_the_run_after_the_second(tmp_path):
+    data = write_class_tree(tmp_path / "data", n=4)
+    assert main(["train", "boulis-baseline", "--data", str(data), "--out", str(tmp_path / "runs"), *FAST,
+                 "--epochs", "50", "--max-time", "0.0005", "--set", "model_kwargs={hidden: 16}"]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_trained"] == summary["planned_epochs"] == 2  # 3 before: the first epoch is not timed
+    assert max(_epochs_with(_rows(run), "val_loss")) == 1  # and the last one was validated
+
+
+def test_a_misspelt_tta_preset_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "default", "--data", ".", "--tta", "2", "--tta-preset", "nope"])
+    assert e.value.code == 2 and "unknown preset 'nope'" in capsys.readouterr().err

@@ -26,6 +26,17 @@ def parse_tta(value: str) -> int | str:
     )
 
 
+def _tta_preset(name: str) -> str:
+    """An augmentation preset name for --tta-preset (a misspelt one was silently ignored)."""
+    import argparse
+
+    from ferkit.data.presets import PRESETS
+
+    if name not in PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return name
+
+
 def add_parser(sub):
     p = sub.add_parser(
         "evaluate",
@@ -43,7 +54,7 @@ def add_parser(sub):
                    help="test-time augmentation: average the image, its mirror and K augmented copies "
                    "(0 = mirror only), or 'ten-crop': four corner crops, the centre crop and their "
                    "mirrors, for models trained on crops (vgg-fer) (default: off)")
-    p.add_argument("--tta-preset", default="boulis", metavar="NAME",
+    p.add_argument("--tta-preset", default="boulis", metavar="NAME", type=_tta_preset,
                    help="augmentation of the TTA copies: boulis, light, li, flip (default: boulis); "
                    "match the model's training augmentation")
     p.add_argument("--distortion", metavar="NAME:SEVERITY",

@@ -81,6 +81,12 @@ class RunSchedule(Callback):
             self._t0, self._epoch1 = now, e + 1
         if e == self._epoch1:  # the first epoch (autotuning, warm-up) is over: start timing
             self._t_epoch1 = now
+            # A budget already spent by the first epoch alone: this epoch is the last one.
+            spent = now - self._t0
+            if self.budget_s is not None and self.budget_s * (1 - self.margin) - spent < spent \
+                    and e + 1 < trainer.max_epochs:
+                self.epoch_seconds = spent
+                self.shorten(trainer, pl_module, e + 1)
         if self.budget_s is not None and self._t_epoch1 is not None and e > self._epoch1:
             # Decided at the start of an epoch, so that the final epoch knows it is final
             # and validates (validation runs inside the epoch, before its end hooks).
