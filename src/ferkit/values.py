@@ -100,3 +100,29 @@ def coerce_value(value, tp):
             return tuple(coerce_value(v, a) for v, a in zip(value, args, strict=True))
         raise ValueMismatch
     return value
+
+
+def env_number(env, name: str, default, kind=float, low: float = 0.0, low_open: bool = True):
+    """The number in environment variable ``name`` (``default`` when unset or empty).
+
+    Args:
+        env: the environment mapping (``os.environ``). kind: ``float`` or ``int``.
+        low, low_open: the value must be ``> low`` (``>= low`` when ``low_open`` is False).
+
+    Raises:
+        FerkitError: one line naming the variable for text that is not a finite number of
+            ``kind`` in range (``int("abc")`` or ``int(nan)`` were tracebacks in every worker).
+    """
+    from ferkit.errors import FerkitError
+
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        v = kind(text)
+    except ValueError:
+        v = None
+    if v is None or not math.isfinite(v) or (v <= low if low_open else v < low):
+        what = "a whole number" if kind is int else "a finite number"
+        raise FerkitError(f"{name}={text!r}: must be {what} {'>' if low_open else '>='} {low:g}")
+    return v

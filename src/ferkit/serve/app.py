@@ -63,6 +63,7 @@ from ferkit.serve.uploads import (
     release_memory,
     sniff_format,
 )
+from ferkit.values import env_number
 
 __all__ = ["ApiError", "app_from_env", "create_app", "sniff_format"]
 
@@ -378,18 +379,7 @@ def app_from_env() -> FastAPI:
     env = os.environ
 
     def number(name: str, default, kind=float, low: float = 0.0, low_open: bool = True):
-        # one line naming the variable: int("abc") / int(nan * 1e6) were tracebacks in every worker
-        text = env.get(name)
-        if not text:
-            return default
-        try:
-            v = kind(text)
-        except ValueError:
-            v = None
-        if v is None or not math.isfinite(v) or (v <= low if low_open else v < low):
-            what = "a whole number" if kind is int else "a finite number"
-            raise FerkitError(f"{name}={text!r}: must be {what} {'>' if low_open else '>='} {low:g}")
-        return v
+        return env_number(env, name, default, kind, low, low_open)
 
     mpix = number("FERKIT_SERVE_DECODE_MPIX", DEFAULT_MAX_PIXELS / 1e6)
     queue = number("FERKIT_SERVE_QUEUE_MPIX", None)
