@@ -262,5 +262,6 @@ def test_evaluate_tta_mirror_only_and_preset(tmp_path, tiny_tree, capsys):
     light = run("--tta", "2", "--tta-preset", "light")
     boulis = run("--tta", "2")
     assert light["tta"]["preset"] == "light" and light["loss"] != boulis["loss"]
-    assert main(["evaluate", str(pa), "--data", str(tiny_tree), "--tta", "1", "--tta-preset", "nope"]) == 2
-    assert "unknown augmentation preset" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # refused when parsed, whatever the --tta mode
+        main(["evaluate", str(pa), "--data", str(tiny_tree), "--tta", "1", "--tta-preset", "nope"])
+    assert e.value.code == 2 and "unknown preset 'nope'" in capsys.readouterr().err
