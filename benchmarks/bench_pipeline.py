@@ -124,17 +124,18 @@ def main():
     train_fp32_cl = time_training(create_model("boulis-baseline"), steps, bf16=False, channels_last=True)
     print(f"boulis-baseline training fp32 + channels-last:          {train_fp32_cl:9.0f} images/s "
           "(--set precision=32-true)")
-    # What `ferkit train` actually runs on this machine (training.train._precision).
-    from ferkit.training.train import _cpu_fast_bf16
+    # What `ferkit train` actually runs on this machine (precision: auto, a measured probe).
+    from ferkit.training.precision import auto_cpu_precision
+    from ferkit.training.recipes import load_recipe
 
-    if _cpu_fast_bf16():
+    if auto_cpu_precision(load_recipe("ferkit-default"), 48, 1) == "bf16-mixed":
         train_ips = time_training(create_model("boulis-baseline"), steps, bf16=True)
         print(f"boulis-baseline training bf16 autocast + channels-last:  {train_ips:9.0f} images/s "
               f"({train_ips / train_fp32:.2f}x fp32, {train_ips / train_fp32_cl:.2f}x fp32 channels-last; "
               "what ferkit train uses on this CPU)")
     else:
         train_ips = train_fp32
-        print("this CPU has no AMX/AVX512-BF16: ferkit train runs fp32 here")
+        print("bf16 is not faster on this CPU (precision auto's probe): ferkit train runs fp32 here")
     print(f"ratio pipeline(workers) / training: {pipe_workers / train_ips:.1f}x   "
           f"pipeline(main) / training: {pipe_main / train_ips:.1f}x   (target >= 3x)")
     n_train = len(ds) if len(ds) > 10000 else 25837

@@ -257,19 +257,28 @@ def _table(rows: list[dict], peak: float | None, cpu_time: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _machine(device: str) -> dict:
+def _load() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def _machine(device: str, load_before: list[float] | None) -> dict:
+    """CPU model and the flags that decide training speed (AVX2, AVX512-BF16, AMX), threads,
+    versions, and the 1-minute load average before and after the run. ``noisy`` is true when
+    either load exceeded the threads this benchmark used: something else ran beside it, and
+    its timings are not this machine's."""
     import lightning
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"device": device, "cpu": cpu, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "lightning": lightning.__version__,
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    from ferkit.training.precision import cpu_flags, cpu_model
+
+    cpu = cpu_model() if Path("/proc/cpuinfo").exists() else (platform.processor() or platform.machine())
+    after = _load()
+    threads = torch.get_num_threads()
+    loads = [x[0] for x in (load_before, after) if x]
+    info = {"device": device, "cpu": cpu, "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
+            "threads": threads, "torch": torch.__version__, "lightning": lightning.__version__,
+            "load_average_before": load_before, "load_average": after,
+            "noisy": bool(loads) and max(loads) > threads}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -318,6 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    load_before = _load()
     import lightning  # noqa: F401  (sets its loggers to INFO on import: quieten them after)
     import torch
 
@@ -364,15 +374,22 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     _add_ratios(rows, peak)
-    result = {**_machine(device), "steps": steps, "warmup": warmup, "concurrent": args.concurrent,
+    result = {**_machine(device, load_before), "steps": steps, "warmup": warmup, "concurrent": args.concurrent,
               "peak_tflops": peak, "rows": rows}
     if args.json:
         print(json.dumps(result))
     else:
         extra = f", {result['gpu']}" if "gpu" in result else ""
-        load = f"; load average {result['load_average'][0]:.1f} at the end" if result["load_average"] else ""
-        print(f"{device}{extra}; {result['cpu']}, {result['cpu_count']} CPUs, {result['threads']} threads; "
+        load = ""
+        if result["load_average"]:
+            load = (f"; load average {result['load_average_before'][0]:.2f} before, "
+                    f"{result['load_average'][0]:.2f} after")
+        flags = f" [{' '.join(result['cpu_flags'])}]" if result["cpu_flags"] else ""
+        print(f"{device}{extra}; {result['cpu']}{flags}, {result['cpu_count']} CPUs, {result['threads']} threads; "
               f"torch {result['torch']}, lightning {result['lightning']}{load}")
+        if result["noisy"]:
+            print(f"NOISY: the load average exceeded the {result['threads']} threads measured here: something "
+                  "else was running; these timings understate this machine (rerun it alone)")
         print(f"{warmup} warm-up + {steps} timed steps per row, random uint8 faces resident on the device; "
               "TFLOP/s = 3 x forward FLOPs x images/s")
         print(_table(rows, peak, cpu_time=device == "cpu"))

@@ -130,3 +130,19 @@ def test_pilot_recipe_runs_a_recipe_with_and_without_batch_size(tiny_tree, capsy
             assert "batch 4," in out and "2 steps: mean loss of the first 1" in out
     finally:
         torch.set_num_threads(threads)
+
+
+def test_reports_the_cpu_its_flags_and_the_load_and_flags_a_busy_machine(bench, capsys, monkeypatch):
+    import os
+
+    from ferkit.training.precision import cpu_flags, cpu_model
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # eight jobs beside it
+    result = bench.main([*QUICK, "--precisions", "fp32"])
+    out = capsys.readouterr().out
+    assert result["cpu"] == cpu_model() and result["cpu_flags"] == cpu_flags()
+    assert result["load_average_before"] == [9.0, 9.0, 9.0] and result["noisy"] is True
+    assert "load average 9.00 before, 9.00 after" in out and "NOISY" in out
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.1, 0.1))
+    assert bench.main([*QUICK, "--precisions", "fp32"])["noisy"] is False
+    assert "NOISY" not in capsys.readouterr().out

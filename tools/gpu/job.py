@@ -260,6 +260,16 @@ class Job:
             args += ["--set", f"{k}={json.dumps(v)}"]
         return args
 
+    def member_env(self, members: int) -> dict:
+        """A member's environment. On the CPU (the smoke run) the cores are shared out: each of
+        N members side by side gets cores // N threads (at least 1); with PyTorch's default,
+        three members on 2 cores ran 6 threads and fought over them."""
+        env = self.env()
+        if self.device == "cpu":
+            threads = str(max(1, (os.cpu_count() or 1) // max(1, members)))
+            env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        return env
+
     def train_stage(self, stage: list, data: Path, budget_min: float) -> None:
         t = time.monotonic()
         procs = {}
@@ -269,7 +279,8 @@ class Job:
             args[args.index("--max-time") + 1] = f"{budget_min:.3f}"
             self.log(f"start {name}: ferkit {' '.join(args)}")
             f = open(log, "w")  # noqa: SIM115 - closed when the process ends
-            procs[name] = (subprocess.Popen([sys.executable, "-m", "ferkit", *args], env=self.env(), stdout=f,
+            procs[name] = (subprocess.Popen([sys.executable, "-m", "ferkit", *args], env=self.member_env(len(stage)),
+                                            stdout=f,
                                             stderr=subprocess.STDOUT, cwd=self.work, start_new_session=True), f)
         # Members shorten themselves to the budget; a member still running well past it
         # (a hung process) is stopped so the exports and evaluations still happen.

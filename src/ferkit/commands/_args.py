@@ -52,6 +52,14 @@ def finite_float(text: str) -> float:
     return v
 
 
+def minutes(text: str) -> float:
+    """A positive, finite number of minutes, at most a year (``--stop-after``, ``--max-time``)."""
+    v = finite_float(text)
+    if not 0 < v <= 525_600:
+        raise argparse.ArgumentTypeError(f"expected minutes in (0, 525600], got {text}")
+    return v
+
+
 def _blocking_file(path: Path) -> Path | None:
     """The first existing ancestor of ``path`` that is not a folder (nothing can be made under it)."""
     for parent in path.parents:

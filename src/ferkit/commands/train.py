@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ferkit.commands._args import out_folder, positive_int
+from ferkit.commands._args import minutes, out_folder, positive_int
 
 OVERRIDE_RULE = """\
 how recipe values resolve (later rows win):
@@ -52,10 +52,16 @@ def add_parser(sub):
     p.add_argument("--max-time", type=float, metavar="MINUTES",
                    help="training time budget: the run times its own epochs and shortens itself (and "
                    "its cosine schedule) to end within it; sets the recipe field max_time")
+    p.add_argument("--stop-after", type=minutes, metavar="MINUTES",
+                   help="stop for now after this many minutes of training: write a resumable "
+                   "last.ckpt and exit 0; the schedule is untouched, and --resume (which takes a "
+                   "new --stop-after) carries on from the same batch. SIGTERM and Ctrl-C stop the "
+                   "same way (exit 143 / 130); a second Ctrl-C quits without saving")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     p.add_argument("--devices", type=positive_int, default=1,
                    help="processes/GPUs; >1 uses DDP (default: 1)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last.ckpt")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a stopped or killed run from its last.ckpt, to its planned end")
     p.add_argument("--limit-batches", type=_batch_limit,
                    help="use only N batches (a whole number) or this fraction (0 < x < 1) of them per "
                    "epoch, for training and validation (smoke tests)")
@@ -97,7 +103,6 @@ def resolve_overrides(args) -> dict:
 
 def run(args) -> int:
     from ferkit.errors import FerkitError
-    from ferkit.training.train import train
 
     if not args.recipe and not args.resume:
         raise FerkitError("give a RECIPE (see 'ferkit recipes') or --resume RUN_DIR")
@@ -105,12 +110,25 @@ def run(args) -> int:
         # the recipe would be ignored: a resumed run keeps the one in its config.yaml
         raise FerkitError(f"give a RECIPE or --resume {args.resume}, not both (a resumed run keeps its own "
                           "recipe; change fields with --set or the flags)")
+    what = f"resuming {args.resume}" if args.resume else f"training {args.recipe}"
+    # PyTorch and Lightning take 5-60 s to import on a busy CPU: say something first.
+    print(f"ferkit train: {what}; loading PyTorch and Lightning...", flush=True)
+    from ferkit.training.stopping import RunStopped
+    from ferkit.training.train import train
+
     overrides = resolve_overrides(args)
     lim = args.limit_batches
-    run_dir = train(
-        args.recipe, args.data, args.out, overrides=overrides, device=args.device, devices=args.devices,
-        resume=args.resume, limit_train_batches=lim, limit_val_batches=lim, progress=not args.no_progress,
-    )
+    try:
+        run_dir = train(
+            args.recipe, args.data, args.out, overrides=overrides, device=args.device, devices=args.devices,
+            resume=args.resume, limit_train_batches=lim, limit_val_batches=lim, progress=not args.no_progress,
+            stop_after=args.stop_after,
+        )
+    except RunStopped as stop:
+        run_dir = stop.checkpoint.parent
+        print(f"ferkit train: {stop}; the state is in {stop.checkpoint}\n"
+              f"continue with: ferkit train --resume {run_dir}", file=sys.stderr, flush=True)
+        return stop.exit_code
     summary = run_dir / "summary.json"
     if summary.exists():
         s = json.loads(summary.read_text())

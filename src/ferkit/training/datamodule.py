@@ -154,21 +154,47 @@ class DeviceBatches:
         images: uint8 (N, C, H, W) on the device. targets: int64 (N,) on the same device.
         batch_size: faces per batch. shuffle: a new permutation (drawn on the device) per epoch.
         drop_last: drop the final partial batch (BatchNorm fails on a batch of one).
+
+    Resumable inside an epoch (Lightning's ``state_dict``/``load_state_dict`` protocol for
+    loaders): the state is the epoch's permutation and ``consumed``, the batches training
+    has taken from it, which :class:`ferkit.training.stopping.RunStop` sets at every batch
+    end (Lightning fetches a batch ahead, so the iterator's own count would be one too
+    many). A loader given a mid-epoch state serves the rest of that epoch, in the same order.
     """
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool,
                  drop_last: bool = False):
         self.images, self.targets = images, targets
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.consumed = 0
+        self._order: torch.Tensor | None = None
+        self._resume: tuple[torch.Tensor | None, int] | None = None
 
     def __len__(self) -> int:
         n = len(self.targets)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    def state_dict(self) -> dict:
+        mid = 0 < self.consumed < len(self)
+        order = self._order.cpu() if mid and self._order is not None else None
+        return {"consumed": self.consumed if mid else 0, "order": order, "n": len(self.targets)}
+
+    def load_state_dict(self, state: dict) -> None:
+        consumed = int(state.get("consumed") or 0)
+        if 0 < consumed < len(self) and state.get("n") == len(self.targets):
+            order = state.get("order")
+            self._resume = (order.to(self.images.device) if order is not None else None, consumed)
+
     def __iter__(self):
         n = len(self.targets)
-        order = torch.randperm(n, device=self.images.device) if self.shuffle else None
-        for b in range(len(self)):
+        if self._resume is not None:
+            order, start = self._resume
+            self._resume = None
+        else:
+            order = torch.randperm(n, device=self.images.device) if self.shuffle else None
+            start = 0
+        self._order, self.consumed = order, start
+        for b in range(start, len(self)):
             sl = slice(b * self.batch_size, min(n, (b + 1) * self.batch_size))
             if order is None:
                 yield self.images[sl], self.targets[sl]

@@ -23,6 +23,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, WeightAveraging
 
+#: seconds past ``budget * HARD_FACTOR`` after which a budget run stops whatever its plan said
+HARD_FACTOR, HARD_EXTRA_S = 1.15, 30.0
+
 
 def warmup_cosine(total_steps: Callable[[], int | None], warmup_steps: int, floor: float = 0.0):
     """``LambdaLR`` factor: ``(s + 1) / warmup`` for the first ``warmup_steps`` steps, then a
@@ -44,32 +47,55 @@ def warmup_cosine(total_steps: Callable[[], int | None], warmup_steps: int, floo
 
 
 class RunSchedule(Callback):
-    """Validation / checkpoint cadence and an optional time budget.
+    """Validation / checkpoint cadence, an optional time budget, and a line per epoch.
 
     Args:
         val_every: validate every N epochs (and on the final epoch).
         ckpt_every: write ``last.ckpt`` every N epochs (and on the final epoch).
         last_ckpt: the ModelCheckpoint that writes ``last.ckpt``.
-        budget_s: training time budget in seconds (None: the recipe's epochs).
+        budget_s: training time budget in seconds for the whole run (None: the recipe's epochs).
         margin: share of the budget kept free for the final validation and report.
+        hard_factor, hard_extra_s: past ``budget_s * hard_factor + hard_extra_s`` seconds the
+            run stops after the current batch, validated and checkpointed, whatever the plan
+            said (a plan that proved wrong: the machine slowed down).
+        log: print one line per epoch (losses, accuracy, learning rate, epoch time, ETA).
 
     With a budget, the first epoch (cuDNN autotuning, lazy initialisation) is not timed;
     at the start of every later epoch the mean epoch time since then (validation included)
     decides how many epochs still fit, and ``max_epochs`` and the module's
     ``schedule_steps`` only ever shrink to match: a run that slows down (another process
     starts on the same GPU) still ends in time, and the cosine still reaches its floor.
+
+    The budget is the whole run's: the training time already spent (``elapsed_s``), the plan
+    and the measured epoch time are saved in every checkpoint and restored by ``--resume``,
+    so a run stopped and resumed any number of times ends on the budget it started with.
     """
 
     def __init__(self, val_every: int = 1, ckpt_every: int = 1, last_ckpt: ModelCheckpoint | None = None,
-                 budget_s: float | None = None, margin: float = 0.04):
+                 budget_s: float | None = None, margin: float = 0.04, hard_factor: float | None = None,
+                 hard_extra_s: float | None = None, log: bool = False):
         self.val_every, self.ckpt_every = max(1, val_every), max(1, ckpt_every)
         self.last_ckpt = last_ckpt
         self.budget_s, self.margin = budget_s, margin
+        hard_factor = HARD_FACTOR if hard_factor is None else hard_factor
+        hard_extra_s = HARD_EXTRA_S if hard_extra_s is None else hard_extra_s
+        self.hard_s = budget_s * hard_factor + hard_extra_s if budget_s is not None else None
+        self.log = log
         self._t0: float | None = None
         self._t_epoch1: float | None = None
         self._epoch1: int | None = None
+        self._epoch_start: float | None = None
+        self._elapsed_restored = 0.0
         self.planned_epochs: int | None = None
         self.epoch_seconds: float | None = None
+        self.hard_stopped = False
+        self._full: tuple[int | None, int] | None = None
+
+    def elapsed(self) -> float:
+        """Training seconds of the whole run so far (earlier attempts included)."""
+        if self._t0 is None:
+            return self._elapsed_restored
+        return time.monotonic() - self._t0
 
     def _is_final(self, trainer: L.Trainer, epoch: int) -> bool:
         return epoch + 1 >= trainer.max_epochs
@@ -77,20 +103,25 @@ class RunSchedule(Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         e = trainer.current_epoch
         now = time.monotonic()
-        if self._t0 is None:
-            self._t0, self._epoch1 = now, e + 1
+        if self._t0 is None:  # the first epoch of this process (a fresh run or a resume)
+            self._t0, self._epoch1 = now - self._elapsed_restored, e + 1
+        elif self.log and self._epoch_start is not None:
+            self._print_epoch(trainer, e - 1, now - self._epoch_start)
+        self._epoch_start = now
         if e == self._epoch1:  # the first epoch (autotuning, warm-up) is over: start timing
             self._t_epoch1 = now
-            # A budget already spent by the first epoch alone: this epoch is the last one.
+            # A fresh run's budget already spent by its first epoch alone: this one is the last.
             spent = now - self._t0
-            if self.budget_s is not None and self.budget_s * (1 - self.margin) - spent < spent \
-                    and e + 1 < trainer.max_epochs:
+            if self.budget_s is not None and not self._elapsed_restored \
+                    and self.budget_s * (1 - self.margin) - spent < spent and e + 1 < trainer.max_epochs:
                 self.epoch_seconds = spent
                 self.shorten(trainer, pl_module, e + 1)
-        if self.budget_s is not None and self._t_epoch1 is not None and e > self._epoch1:
-            # Decided at the start of an epoch, so that the final epoch knows it is final
-            # and validates (validation runs inside the epoch, before its end hooks).
+        if self._t_epoch1 is not None and e > self._epoch1:
             self.epoch_seconds = (now - self._t_epoch1) / (e - self._epoch1)
+        if self.budget_s is not None and self.epoch_seconds and (e > self._epoch1 or self._elapsed_restored):
+            # Decided at the start of an epoch, so that the final epoch knows it is final
+            # and validates (validation runs inside the epoch, before its end hooks). A
+            # resumed run plans with the epoch time its checkpoint measured until it has its own.
             left = self.budget_s * (1 - self.margin) - (now - self._t0)
             fit = e + max(1, int(left // self.epoch_seconds))
             if fit < trainer.max_epochs:
@@ -102,13 +133,56 @@ class RunSchedule(Callback):
         if self.last_ckpt is not None:
             self.last_ckpt._every_n_epochs = 1 if final or (e + 1) % self.ckpt_every == 0 else e + 2
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.hard_s is None or self.hard_stopped or self._t0 is None:
+            return
+        if time.monotonic() - self._t0 > self.hard_s:
+            # The budget is spent and the plan was wrong: end this epoch here, validated and
+            # checkpointed (Lightning validates an epoch ended by should_stop when the epoch
+            # is due for validation).
+            self.hard_stopped = True
+            e = trainer.current_epoch
+            trainer.check_val_every_n_epoch = 1
+            if self.last_ckpt is not None:
+                self.last_ckpt._every_n_epochs = 1
+            self.planned_epochs = e + 1
+            trainer.should_stop = True
+            print(f"ferkit: the time budget ({self.budget_s / 60:g} min) is spent: ending the run in epoch "
+                  f"{e + 1} after batch {batch_idx + 1}/{trainer.num_training_batches}", flush=True)
+
+    def on_train_end(self, trainer, pl_module):
+        if self.log and self._epoch_start is not None:
+            self._print_epoch(trainer, trainer.current_epoch - 1, time.monotonic() - self._epoch_start,
+                              final=True)
+
+    def _print_epoch(self, trainer, epoch: int, seconds: float, final: bool = False) -> None:
+        m = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+        parts = [f"epoch {epoch + 1}/{trainer.max_epochs}", f"{seconds / 60:.1f} min"]
+        for key, name in (("train_loss", "train loss"), ("train_acc", "acc"), ("val_loss", "val loss"),
+                          ("val_acc", "acc")):
+            if key in m:
+                parts.append(f"{name} {m[key]:.4f}")
+        opt = trainer.optimizers[0] if trainer.optimizers else None
+        if opt is not None:
+            parts.append(f"lr {opt.param_groups[0]['lr']:.3g}")
+        left = trainer.max_epochs - epoch - 1
+        per = self.epoch_seconds or seconds
+        if not final and left > 0 and per:
+            eta = left * per
+            end = time.strftime("%H:%M", time.localtime(time.time() + eta))
+            parts.append(f"ETA {_duration(eta)} ({end})")
+        print("; ".join(parts), flush=True)
+
     def shorten(self, trainer, pl_module, epochs: int) -> None:
         """End the run after ``epochs`` epochs; the cosine schedule ends there too."""
-        old = trainer.max_epochs
+        if self._full is None:  # scaled from the full plan each time: a resumed run that
+            # shortens once to the saved plan gets the very step count of one shortened thrice
+            self._full = (getattr(pl_module, "schedule_steps", None), trainer.max_epochs)
+        full_steps, full_epochs = self._full
         trainer.fit_loop.max_epochs = epochs
         self.planned_epochs = epochs
-        if getattr(pl_module, "schedule_steps", None):
-            pl_module.schedule_steps = max(1, pl_module.schedule_steps * epochs // max(1, old))
+        if full_steps:
+            pl_module.schedule_steps = max(1, full_steps * epochs // max(1, full_epochs))
 
     def on_train_start(self, trainer, pl_module):
         # A resumed run: its checkpoint's plan (restored by load_state_dict) is applied again.
@@ -118,10 +192,22 @@ class RunSchedule(Callback):
             self.shorten(trainer, pl_module, self.planned_epochs)
 
     def state_dict(self):
-        return {"planned_epochs": self.planned_epochs}
+        return {"planned_epochs": self.planned_epochs, "elapsed_s": self.elapsed(),
+                "epoch_seconds": self.epoch_seconds}
 
     def load_state_dict(self, state):
         self.planned_epochs = state.get("planned_epochs")
+        self._elapsed_restored = float(state.get("elapsed_s") or 0.0)
+        self.epoch_seconds = state.get("epoch_seconds")
+
+
+def _duration(seconds: float) -> str:
+    """``3 h 05 min`` / ``12 min`` / ``40 s``."""
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    if seconds >= 60:
+        return f"{round(seconds / 60)} min"
+    return f"{round(seconds)} s"
 
 
 class EMAWeights(WeightAveraging):

@@ -42,6 +42,7 @@ from ferkit.training.module import FerLitModule
 from ferkit.training.recipes import Recipe, load_recipe
 from ferkit.training.resume import RandomState, check_batch_limit, prepare_resume
 from ferkit.training.schedule import EMAWeights, RunSchedule
+from ferkit.training.stopping import RunStop, RunStopped
 
 _RUN_DIR_ENV = "FERKIT_RUN_DIR"  # lets DDP worker processes find the run rank 0 created
 
@@ -114,10 +115,23 @@ def _park_metrics(run_dir: Path) -> None:
 
 
 def _unpark_metrics(run_dir: Path) -> None:
+    """Put the parked rows back in front of this attempt's. Rows an interrupted attempt logged
+    past the checkpoint this attempt resumed from are dropped: the steps are trained again,
+    and keeping both gave every redone epoch two rows."""
     parked = run_dir / "metrics.resume.csv"
     if parked.is_file():
-        _write_rows(run_dir / "metrics.csv", _read_rows(parked) + _read_rows(run_dir / "metrics.csv"))
+        new = _read_rows(run_dir / "metrics.csv")
+        first = min((_step(r) for r in new), default=None)
+        old = [r for r in _read_rows(parked) if first is None or _step(r) < first]
+        _write_rows(run_dir / "metrics.csv", old + new)
         parked.unlink()
+
+
+def _step(row: dict) -> int:
+    try:
+        return int(float(row.get("step") or 0))
+    except ValueError:
+        return 0
 
 
 def _is_ddp_child() -> bool:
@@ -136,23 +150,19 @@ def _accelerator(device: str) -> str:
     raise FerkitError(f"--device must be auto, cpu or cuda (got {device!r})")
 
 
-def _precision(recipe: Recipe, accelerator: str) -> str:
+def _precision(recipe: Recipe, accelerator: str, cfg=None) -> str:
+    """The Lightning precision of a run: the recipe's, or for ``auto`` bf16 on a CUDA device
+    that supports it and, on a CPU, the faster of bf16 and fp32 as measured for this network
+    on this CPU (:mod:`ferkit.training.precision`; cached per CPU model and network)."""
     if recipe.precision != "auto":
         return recipe.precision
-    if accelerator == "gpu" and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    # CPUs with AMX / AVX512-BF16 run bf16 convolutions ~2x faster than fp32
-    # (benchmarks/bench_pipeline.py); older CPUs stay in fp32 where bf16 is slower.
-    if accelerator == "cpu" and _cpu_fast_bf16():
-        return "bf16-mixed"
-    return "32-true"
+    if accelerator == "gpu":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    from ferkit.training.precision import auto_cpu_precision
 
-
-def _cpu_fast_bf16() -> bool:
-    try:
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except AttributeError:
-        return False
+    if cfg is None:
+        cfg = model_input_config(recipe.model, recipe.in_chans, recipe.input_size)
+    return auto_cpu_precision(recipe, cfg.size, cfg.channels, verbose=not _is_ddp_child())
 
 
 def build_module(recipe: Recipe, labels: list[str], train_targets=None) -> FerLitModule:
@@ -193,6 +203,7 @@ def train(
     limit_train_batches: float | None = None,
     limit_val_batches: float | None = None,
     progress: bool = True,
+    stop_after: float | None = None,
 ) -> Path:
     """Train a recipe on a dataset; returns the run directory.
 
@@ -202,9 +213,18 @@ def train(
         out: parent folder for the run directory.
         overrides: recipe fields to replace (``epochs``, ``lr``...).
         device: auto | cpu | cuda. devices: processes/GPUs (DDP when > 1).
-        resume: a run directory to continue from its ``last.ckpt``.
+        resume: a run directory to continue from its ``last.ckpt`` (the same batch, learning
+            rate, EMA, random state and time budget as when it stopped).
+        stop_after: minutes: stop for now after this much training in this call, with a
+            resumable ``last.ckpt``; the run's schedule is untouched (unlike ``max_time``).
+
+    Raises:
+        RunStopped: the run was stopped before its planned end (``stop_after``, SIGTERM, the
+            first Ctrl-C); ``last.ckpt`` holds the state and ``resume=run_dir`` continues it.
+        FerkitError: bad recipe values, data or run folder (one line).
     """
     ckpt_path = None
+    previous_precision = None
     if resume:
         run_dir, recipe, data, ckpt_path = prepare_resume(resume, data, overrides)
         # A resumed run keeps its batch limits (smoke runs) unless new ones are given.
@@ -214,6 +234,7 @@ def train(
             limit_train_batches = check_batch_limit(saved.get("limit_train_batches"), f"{cfg}: limit_train_batches")
         if limit_val_batches is None:
             limit_val_batches = check_batch_limit(saved.get("limit_val_batches"), f"{cfg}: limit_val_batches")
+        previous_precision = saved.get("precision")
     else:
         recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
         recipe = recipe.override(**(overrides or {}))
@@ -249,15 +270,17 @@ def train(
     # naming no module leave nothing behind.
     if run_dir is None:
         run_dir = _new_run_dir(Path(out), recipe.name)
+    precision = _precision(recipe, accelerator, cfg)
+    if previous_precision and previous_precision != precision and not _is_ddp_child():
+        print(f"ferkit: note: {run_dir} trained in {previous_precision} so far; this machine runs it in "
+              f"{precision} (precision: {recipe.precision}); the schedule carries on unchanged", flush=True)
     if not _is_ddp_child():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(
             yaml.safe_dump({"recipe": recipe.to_dict(), "data": str(data), "device": device,
                             "devices": devices, "limit_train_batches": limit_train_batches,
-                            "limit_val_batches": limit_val_batches}, sort_keys=False)
+                            "limit_val_batches": limit_val_batches, "precision": precision}, sort_keys=False)
         )
-        if resume:
-            _park_metrics(run_dir)
     if devices > 1 and not _is_ddp_child():
         os.environ[_RUN_DIR_ENV] = str(run_dir)  # read by the DDP processes Lightning launches
 
@@ -265,7 +288,9 @@ def train(
     monitor = "val_loss"
     best_cb, last_cb = checkpoint_callbacks(run_dir, monitor)
     budget_s = recipe.max_time * 60 if recipe.max_time else None
-    schedule = RunSchedule(recipe.val_every, recipe.ckpt_every, last_cb, budget_s)
+    schedule = RunSchedule(recipe.val_every, recipe.ckpt_every, last_cb, budget_s, log=not _is_ddp_child())
+    stopper = RunStop(run_dir / "last.ckpt", last_cb, stop_after * 60 if stop_after else None,
+                      catch_signals=devices == 1)
     callbacks = [best_cb, last_cb, schedule, LearningRateMonitor(logging_interval="epoch"), RandomState()]
     if progress:
         # TQDM explicitly: Lightning would switch to Rich when it is installed, and Rich
@@ -279,18 +304,22 @@ def train(
     if recipe.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=recipe.early_stopping_patience,
                                        check_on_train_epoch_end=False))
+    # Last: a stop saves the state after every other callback has seen the batch (the EMA's
+    # update of it included).
+    callbacks.append(stopper)
     if accelerator == "gpu":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_epochs=recipe.epochs,
-        # A hard stop well past the budget, should the epoch-time plan be wrong.
-        max_time={"seconds": budget_s * 1.15 + 30} if budget_s else None,
+        # No max_time: the hard stop past the budget is RunSchedule's, which validates and
+        # checkpoints the epoch it ends (Lightning's Timer did neither) and counts the
+        # training time of earlier attempts of a resumed run.
         accelerator=accelerator,
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
-        precision=_precision(recipe, accelerator),
+        precision=precision,
         callbacks=callbacks,
         logger=CSVLogger(save_dir=run_dir, name="", version=""),
         plugins=[AtomicCheckpointIO()],
@@ -302,20 +331,34 @@ def train(
         benchmark=accelerator == "gpu",  # cuDNN picks the fastest kernels for the fixed batch shape
         deterministic=False,
     )
+    if resume and not _is_ddp_child():
+        _park_metrics(run_dir)
     t0 = time.time()
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    except RunStopped:
+        pass  # stopper.stopped says where; reported below
+    except SystemExit:
+        # Lightning answers a KeyboardInterrupt with sys.exit(1): the second Ctrl-C.
+        raise KeyboardInterrupt from None
     finally:
         if not _is_ddp_child():
             os.environ.pop(_RUN_DIR_ENV, None)  # a later train() in this process starts afresh
+            _unpark_metrics(run_dir)  # also when fit failed: no metrics.resume.csv is left behind
     wall = time.time() - t0
+    if stopper.stopped is not None:
+        if trainer.is_global_zero and (run_dir / "metrics.csv").exists():
+            from ferkit.evaluation.plots import plot_curves
+
+            plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+        raise stopper.stopped
     if trainer.is_global_zero:
-        _unpark_metrics(run_dir)
         images = trainer.global_step * recipe.batch_size * devices
         extra = {"planned_epochs": schedule.planned_epochs, "epoch_seconds": schedule.epoch_seconds,
                  "train_images_per_s": round(images / wall, 1) if wall > 0 else None,
                  "optimizer_steps": trainer.global_step, "data_on_device": dm.resident_device,
-                 "precision": str(trainer.precision), "max_time_min": recipe.max_time}
+                 "precision": str(trainer.precision), "max_time_min": recipe.max_time,
+                 "training_time_s": round(schedule.elapsed(), 1), "budget_hard_stop": schedule.hard_stopped}
         finish_run(run_dir, dm.val, labels, wall, trainer.current_epoch, accelerator, progress,
                    device=trainer.strategy.root_device, extra=extra)
     return run_dir
