@@ -42,7 +42,8 @@ ENSEMBLE_FORMAT = "ferkit-ensemble"
 
 
 def _member_probs(model: nn.Module, x01: torch.Tensor) -> torch.Tensor:
-    return F.softmax(model(prepare_batch(x01, model.input_config)).float(), dim=1)
+    cfg = model.input_config
+    return F.softmax(model(prepare_batch(x01, cfg)).float() / cfg.temperature, dim=1)
 
 
 class TTA:
@@ -103,7 +104,7 @@ class CropTTA:
     def __call__(self, model: nn.Module, x01: torch.Tensor) -> torch.Tensor:
         cfg = model.input_config
         views = crop_views(prepare_frame(x01, cfg), cfg.size, self.mode).contiguous()
-        return mean_over_views(F.softmax(model(views).float(), dim=1), len(x01))
+        return mean_over_views(F.softmax(model(views).float() / cfg.temperature, dim=1), len(x01))
 
 
 def make_tta(k: int | str, preset: str = "boulis", seed: int = 0) -> TTA | CropTTA:

@@ -38,7 +38,7 @@ def predict_log_probs(model, dataset, batch_size: int = 256, device="cpu", tta=N
             p = tta(model, x)
             outs.append(torch.log(p.clamp_min(1e-12)).cpu())
         else:
-            outs.append(F.log_softmax(model(prepare_batch(x, cfg)).float(), dim=1).cpu())
+            outs.append(F.log_softmax(model(prepare_batch(x, cfg)).float() / cfg.temperature, dim=1).cpu())
         targets.append(y)
     return torch.cat(outs), torch.cat(targets)
 
@@ -52,7 +52,8 @@ def predict_logits(*args, **kwargs):
 
 
 def classification_report(logp: torch.Tensor, targets: torch.Tensor, labels: list[str]) -> dict:
-    """Accuracy, loss, macro-F1, per-class accuracy / misclassification, confusion matrix."""
+    """Accuracy, loss, macro-F1, expected calibration error (``ece``, 15 bins), per-class
+    accuracy / misclassification, confusion matrix, from (N, K) log-probabilities."""
     k = len(labels)
     preds = logp.argmax(1)
     conf = multiclass_confusion_matrix(preds, targets, num_classes=k)
@@ -68,9 +69,13 @@ def classification_report(logp: torch.Tensor, targets: torch.Tensor, labels: lis
             "misclassification": (1.0 - acc) if acc is not None else None,
             "precision": float(correct[i] / conf[:, i].sum()) if conf[:, i].sum() > 0 else None,
         }
+    from ferkit.evaluation.calibration import reliability
+
     return {
         "n": len(targets),
         "accuracy": float(multiclass_accuracy(preds, targets, num_classes=k, average="micro")),
+        # expected calibration error, 15 bins (ferkit.evaluation.calibration; `ferkit calibrate`)
+        "ece": reliability(logp.exp(), targets)["ece"],
         "loss": float(F.nll_loss(logp, targets)),
         "macro_f1": float(multiclass_f1_score(preds, targets, num_classes=k, average="macro")),
         "balanced_accuracy": float(np.mean([v["accuracy"] for v in per_class.values() if v["accuracy"] is not None])),
@@ -90,6 +95,7 @@ def format_report(rep: dict, title: str = "") -> str:
     lines.append(
         f"n={rep['n']}  accuracy={rep['accuracy']:.4f}  loss={rep['loss']:.4f}  "
         f"macro-F1={rep['macro_f1']:.4f}  balanced-acc={rep['balanced_accuracy']:.4f}"
+        + (f"  ECE={rep['ece']:.4f}" if rep.get("ece") is not None else "")
     )
     lines.append(f"{'class':<10} {'n':>6} {'acc':>7} {'miscl.':>7} {'prec.':>7}")
     for name, v in rep["per_class"].items():

@@ -94,3 +94,39 @@ def plot_per_class(per_class: dict, out_png, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(Path(out_png), dpi=100)
     plt.close(fig)
+
+
+def plot_reliability(curves: dict, out_png, title: str = "") -> None:
+    """Reliability diagram: accuracy against confidence per bin, one line per curve.
+
+    Args:
+        curves: label -> a :func:`ferkit.evaluation.calibration.reliability`-style dict
+            (``ece`` and ``bins`` with ``lo``, ``hi``, ``n``, ``confidence``, ``accuracy``),
+            e.g. ``{"before (T=1)": ..., "after (T=1.42)": ...}``. Empty bins are skipped.
+        out_png: destination. title: figure title.
+    """
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="perfect calibration")
+    width = None
+    for i, (name, rel) in enumerate(curves.items()):
+        pts = [(b["confidence"], b["accuracy"]) for b in rel["bins"] if b["n"]]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", markersize=4, label=f"{name}: ECE {rel['ece'] * 100:.1f}%")
+        width = (rel["bins"][0]["hi"] - rel["bins"][0]["lo"]) if rel["bins"] else 0.05
+        mids = [(b["lo"] + b["hi"]) / 2 for b in rel["bins"]]
+        share = len(curves)
+        hist.bar([m - width / 2 + (i + 0.5) * width / share for m in mids], [b["n"] for b in rel["bins"]],
+                 width=width / share, alpha=0.8, label=name)
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    hist.set_xlabel("confidence (top class probability)")
+    hist.set_ylabel("faces")
+    hist.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(Path(out_png), dpi=100)
+    plt.close(fig)

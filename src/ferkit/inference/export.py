@@ -131,6 +131,7 @@ def export_model(
     opset: int = OPSET,
     check: bool = True,
     tta: str | None = None,
+    temperature: float | None = None,
 ) -> dict:
     """Export ``"default"`` or a checkpoint to ONNX or the slim torch format.
 
@@ -145,6 +146,8 @@ def export_model(
         check: ONNX only: compare onnxruntime's probabilities with PyTorch's on a random batch.
         tta: record the test-time views the Recognizer uses by default with this file
             ("none", "mirror" or "ten-crop"; ``InputConfig.tta``); None keeps the source's.
+        temperature: record a calibration temperature (``InputConfig.temperature``, fitted
+            by ``ferkit calibrate``); None keeps the source's.
 
     Returns:
         dict with ``path``, ``bytes`` and, for a checked ONNX export, ``max_abs_diff``.
@@ -163,6 +166,13 @@ def export_model(
         except ValueError as e:
             raise FerkitError(str(e)) from None
         model.input_config = replace(model.input_config, tta=None if mode == "none" else mode)
+    if temperature is not None:
+        from dataclasses import replace
+
+        try:
+            model.input_config = replace(model.input_config, temperature=temperature)
+        except ValueError as e:
+            raise FerkitError(str(e)) from None
     suffix = ".onnx" if fmt == "onnx" else ".pt"
     if out is None:
         from ferkit.inference.pretrained import PRETRAINED

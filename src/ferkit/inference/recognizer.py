@@ -354,13 +354,13 @@ class Recognizer:
         if self._session is not None:
             from ferkit.inference.onnx_runtime import softmax
 
-            return softmax(self._session.run(None, {"input": x})[0])
+            return softmax(self._session.run(None, {"input": x})[0] / self.input_config.temperature)
         import torch
 
         with torch.inference_mode():
             t = torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
             logits = self._model(t)
-            return torch.softmax(logits.float(), 1).cpu().numpy()
+            return torch.softmax(logits.float() / self.input_config.temperature, 1).cpu().numpy()
 
     def _face(self, box, probs: np.ndarray, track_id: int | None = None) -> Face:
         k = int(np.argmax(probs))
