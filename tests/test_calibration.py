@@ -113,7 +113,7 @@ def test_calibrate_command_writes_a_model_that_carries_its_temperature(toy_run, 
     assert res["fit"]["after"]["nll"] <= res["fit"]["before"]["nll"] + 1e-6
     assert res["fit"]["after"]["accuracy"] == res["fit"]["before"]["accuracy"]
     assert (tmp_path / "plots" / "reliability_val.png").stat().st_size > 1000
-    model, spec = load_model_any(out)
+    model, _ = load_model_any(out)
     assert model.input_config.temperature == pytest.approx(t)
     # both inference backends apply it: the same temperature in the ONNX file's metadata
     onnx_out = tmp_path / "calibrated.onnx"

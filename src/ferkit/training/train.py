@@ -204,6 +204,7 @@ def train(
     limit_val_batches: float | None = None,
     progress: bool = True,
     stop_after: float | None = None,
+    run_name: str | None = None,
 ) -> Path:
     """Train a recipe on a dataset; returns the run directory.
 
@@ -217,6 +218,8 @@ def train(
             rate, EMA, random state and time budget as when it stopped).
         stop_after: minutes: stop for now after this much training in this call, with a
             resumable ``last.ckpt``; the run's schedule is untouched (unlike ``max_time``).
+        run_name: the run folder's name under ``out`` (default ``<recipe>-<date>-<time>``);
+            it must not exist yet.
 
     Raises:
         RunStopped: the run was stopped before its planned end (``stop_after``, SIGTERM, the
@@ -268,6 +271,12 @@ def train(
     # The run directory is made only once the data and the model are built: a wrong path,
     # an empty folder, bad model_kwargs, an unreadable init_checkpoint or a freeze policy
     # naming no module leave nothing behind.
+    if run_dir is None and run_name:
+        run_dir = Path(out) / run_name
+        try:
+            run_dir.mkdir(parents=True)
+        except FileExistsError:
+            raise FerkitError(f"{run_dir} exists already; resume it or pick another name") from None
     if run_dir is None:
         run_dir = _new_run_dir(Path(out), recipe.name)
     precision = _precision(recipe, accelerator, cfg)
@@ -333,6 +342,7 @@ def train(
     )
     if resume and not _is_ddp_child():
         _park_metrics(run_dir)
+    load_start = _load()
     t0 = time.time()
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
@@ -358,10 +368,24 @@ def train(
                  "train_images_per_s": round(images / wall, 1) if wall > 0 else None,
                  "optimizer_steps": trainer.global_step, "data_on_device": dm.resident_device,
                  "precision": str(trainer.precision), "max_time_min": recipe.max_time,
-                 "training_time_s": round(schedule.elapsed(), 1), "budget_hard_stop": schedule.hard_stopped}
+                 "training_time_s": round(schedule.elapsed(), 1), "budget_hard_stop": schedule.hard_stopped,
+                 **_hardware(), "load_average_start": load_start, "load_average_end": _load()}
         finish_run(run_dir, dm.val, labels, wall, trainer.current_epoch, accelerator, progress,
                    device=trainer.strategy.root_device, extra=extra)
     return run_dir
+
+
+def _load() -> float | None:
+    """The 1-minute load average (None where the OS has none): a run's figures taken while
+    other jobs shared the CPU are not this machine's, and summary.json says so."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def _hardware() -> dict:
+    from ferkit.training.precision import cpu_flags, cpu_model
+
+    return {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads()}
 
 
 def _init_from(module: FerLitModule, path: str) -> None:
