@@ -71,6 +71,16 @@ def test_models_lists_the_shipped_models_by_the_names_it_reports(shipped, capsys
 
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    version = Recognizer.from_pretrained(shipped).version
+    rec = Recognizer.from_pretrained(shipped)
     assert "shipped models (--model NAME):" in out  # users could not discover 'default' before
-    assert f"  default                architecture=boulis-baseline    version={version}" in out
+    assert f"  default        architecture={rec.model_name:<16} version={rec.version}" in out
+
+
+def test_model_facts_say_what_the_shipped_meta_records():
+    from ferkit.commands.listing import model_facts
+
+    meta = {"publictest": {"plain": 0.6512, "tta": 0.6601, "tta_mode": "ten-crop"}, "gflop": 0.172,
+            "speed": {"crops_per_s": 2900.4, "cpu": "AMD EPYC", "threads": 2}}
+    assert model_facts(meta, 6_600_000, "ten-crop") == (
+        "FER2013 PublicTest 65.1% (66.0% ten-crop), 6.6 MB, 0.17 GFLOP/face, 2,900 crops/s (AMD EPYC, 2 threads)")
+    assert model_facts({}, 9_569_373, None) == "9.6 MB"  # nothing recorded: the size alone

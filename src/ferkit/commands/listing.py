@@ -48,8 +48,10 @@ def run_models(args) -> int:
     shipped = _shipped_models()
     if shipped:
         print("shipped models (--model NAME):")
-        for name, arch, version in shipped:
-            print(f"  {name:<22} architecture={arch:<18} version={version}")
+        for name, arch, version, facts in shipped:
+            print(f"  {name:<14} architecture={arch:<16} version={version}")
+            if facts:
+                print(f"  {'':<14} {facts}")
     try:
         # The registry is PyTorch code; the shipped models above run without it.
         from ferkit.models import create_model, get_entry, list_models
@@ -71,9 +73,11 @@ def run_models(args) -> int:
     return 0
 
 
-def _shipped_models() -> list[tuple[str, str, str]]:
-    """(name, architecture, version) of each installed shipped model, read from its .onnx
-    metadata (no PyTorch needed), with the same names the Recognizer and the service report."""
+def _shipped_models() -> list[tuple[str, str, str, str]]:
+    """(name, architecture, version, facts) of each installed shipped model, read from its
+    .onnx metadata (no PyTorch needed), with the same names the Recognizer and the service
+    report. ``facts``: PublicTest accuracy, file size, compute and measured speed, from the
+    figures the maintainers recorded in the model's ``meta`` when they shipped it."""
     from ferkit.inference.onnx_runtime import onnx_session, onnxruntime_available
     from ferkit.inference.pretrained import list_pretrained, shipped_path
 
@@ -81,11 +85,32 @@ def _shipped_models() -> list[tuple[str, str, str]]:
     for name in list_pretrained():
         path = shipped_path(name, "onnx")
         if not (path.is_file() and onnxruntime_available()):
-            out.append((name, "?", "? (no .onnx or onnxruntime)"))
+            out.append((name, "?", "? (no .onnx or onnxruntime)", ""))
             continue
         _, meta = onnx_session(path, threads=1)
-        out.append((name, meta["model"], meta["version"] or meta["model"]))
+        out.append((name, meta["model"], meta["version"] or meta["model"],
+                    model_facts(meta.get("meta") or {}, path.stat().st_size, meta["input_config"].get("tta"))))
     return out
+
+
+def model_facts(meta: dict, nbytes: int, tta: str | None) -> str:
+    """``FER2013 PublicTest 65.1% (66.0% ten-crop), 6.6 MB, 0.17 GFLOP/face, 2,900 crops/s (AMD EPYC)``:
+    what a shipped model's ``meta`` records (``publictest``, ``gflop``, ``speed``), each part
+    only when recorded."""
+    parts = []
+    acc = meta.get("publictest") or {}
+    if isinstance(acc, dict) and acc.get("plain") is not None:
+        text = f"FER2013 PublicTest {100 * acc['plain']:.1f}%"
+        if acc.get("tta") is not None:
+            text += f" ({100 * acc['tta']:.1f}% {acc.get('tta_mode') or tta or 'TTA'})"
+        parts.append(text)
+    parts.append(f"{nbytes / 1e6:.1f} MB")
+    if meta.get("gflop"):
+        parts.append(f"{meta['gflop']:.2f} GFLOP/face")
+    speed = meta.get("speed") or {}
+    if isinstance(speed, dict) and speed.get("crops_per_s"):
+        parts.append(f"{speed['crops_per_s']:,.0f} crops/s ({speed.get('cpu', 'CPU')}, {speed.get('threads', '?')} threads)")
+    return ", ".join(parts)
 
 
 def run_datasets(args) -> int:
