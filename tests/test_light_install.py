@@ -118,7 +118,7 @@ def test_recognizer_defaults_to_the_shipped_onnx_without_torch(light_env):
         """,
     )
     assert r.returncode == 0, r.stderr[-1500:]
-    assert r.stdout.strip().startswith("boulis-baseline-")
+    assert r.stdout.strip().startswith("vgg-fer-")
 
 
 def test_service_page_and_api_without_torch(light_env):

@@ -38,8 +38,8 @@ def test_the_shipped_model_is_called_default_everywhere(shipped, capsys):
     from ferkit.inference.recognizer import Recognizer
 
     rec = Recognizer.from_pretrained(shipped)
-    assert (rec.name, rec.model_name) == ("default", "boulis-baseline")
-    assert rec.version.startswith("boulis-baseline-")  # the weights' identity, not a name
+    assert (rec.name, rec.model_name) == ("default", "vgg-fer")
+    assert rec.version.startswith("vgg-fer-")  # the weights' identity, not a name
     assert main(["predict", "--demo", "--no-progress"]) == 0
     assert f"[model default (version {rec.version})," in capsys.readouterr().err
     if importlib.util.find_spec("fastapi") is None:
@@ -52,8 +52,7 @@ def test_the_shipped_model_is_called_default_everywhere(shipped, capsys):
         (info,) = c.get("/v1/models").json()["models"]
         assert c.get("/v1/models").json()["default"] == "default"
         assert c.get("/healthz").json()["model"] == "default"
-    assert (info["name"], info["architecture"], info["version"]) == ("default", "boulis-baseline",
-                                                                     rec.version)
+    assert (info["name"], info["architecture"], info["version"]) == ("default", "vgg-fer", rec.version)
     assert info["detector"] == "haar"  # "default" resolved to the registered detector
 
 

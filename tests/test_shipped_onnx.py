@@ -45,14 +45,17 @@ def test_every_shipped_pt_has_an_onnx_exported_from_it(name):
     )
     assert meta["labels"] == list(FER7)
     cfg = InputConfig.from_dict(meta["input_config"])
-    assert cfg == InputConfig(size=48, channels=1, mean=(0.5,), std=(0.5,))
-    assert meta["model"] == "boulis-baseline"
+    assert (cfg.size, cfg.crop_from, cfg.channels, cfg.mean, cfg.std) == (40, 48, 1, (0.5,), (0.5,))
+    assert cfg.tta == "mirror" and cfg.temperature != 1.0  # the recorded views and calibration travel too
+    assert meta["model"] == "vgg-fer"
     suffix = "-int8" if name in pretrained.QUANTIZED else ""
     assert meta["version"] == meta["meta"]["version"] + suffix
     assert ("ferkit.quantization" in raw) == bool(suffix)
+    # measured figures belong to the float model: the int8 file does not claim them
+    assert ("publictest" in meta["meta"]) == (not suffix)
     # The batch axis is dynamic and the output is one logit per label.
     for n in (1, 5):
-        assert sess.run(None, {"input": np.zeros((n, 1, 48, 48), np.float32)})[0].shape == (n, 7)
+        assert sess.run(None, {"input": np.zeros((n, 1, cfg.size, cfg.size), np.float32)})[0].shape == (n, 7)
 
 
 def test_default_resolves_to_onnx_for_inference_and_pt_for_torch():
@@ -97,7 +100,9 @@ def test_int8_model_is_smaller_and_agrees_with_the_float_model():
     f32, i8 = Recognizer.from_pretrained("default"), Recognizer.from_pretrained("default-int8")
     assert (f32.backend, i8.backend) == ("onnx", "onnx") and i8.version.endswith("-int8")
     size = pretrained.shipped_path("default-int8", "onnx").stat().st_size
-    assert size < 0.6 * pretrained.shipped_path("default", "onnx").stat().st_size
+    # only the fully connected weights become int8 (0.76x the file for vgg-fer width 32,
+    # whose convolutions stay float; 0.51x for the boulis-baseline shipped before)
+    assert size < 0.85 * pretrained.shipped_path("default", "onnx").stat().st_size
     (a,), (b,) = f32.predict(ASTRONAUT), i8.predict(ASTRONAUT)
     assert a.box == b.box and a.label == b.label == "happy"
     assert max(abs(a.scores[k] - b.scores[k]) for k in FER7) < 0.02

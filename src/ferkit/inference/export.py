@@ -257,6 +257,11 @@ def quantize_int8(fp32_onnx: bytes, version_suffix: str = "-int8") -> bytes:
         proto = onnx.load(str(dst))
     meta[META_PREFIX + "version"] = meta.get(META_PREFIX + "version", "") + version_suffix
     meta[META_PREFIX + "quantization"] = "int8 dynamic, MatMul/Gemm weights (onnxruntime)"
+    # The source's measured figures (accuracy, speed) are the fp32 model's, not this one's.
+    own = json.loads(meta.get(META_PREFIX + "meta") or "{}")
+    for key in ("publictest", "val", "speed"):
+        own.pop(key, None)
+    meta[META_PREFIX + "meta"] = json.dumps(own, sort_keys=True, default=str)
     del proto.metadata_props[:]
     for k, v in meta.items():
         entry = proto.metadata_props.add()
