@@ -19,7 +19,7 @@ def add_parser(sub):
         "training time and CPU per row. Run it again to resume: finished rows are kept,\n"
         "a stopped row continues from its last.ckpt. Without PAPER: the papers and rows.",
         epilog="papers: boulis, li, wiranata (FER2013); liu (RAF-DB); ayadi (RAVDESS).\n"
-        "example: ferkit reproduce boulis --data ../shared/datasets/fer2013 --budget-min 120",
+        "example:\n  ferkit reproduce boulis --data ../shared/datasets/fer2013 --budget-min 120",
     )
     p.add_argument("paper", nargs="?", help="boulis, li, wiranata, liu or ayadi (omit to list them)")
     p.add_argument("--data", help="the paper's corpus (see the list for the layout each needs)")

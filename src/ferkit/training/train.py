@@ -12,7 +12,6 @@ A run directory holds everything needed to inspect, resume or use the run::
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from ferkit.errors import FerkitError
 from ferkit.labels import FER7
 from ferkit.models.registry import model_input_config, model_task
 from ferkit.training.datamodule import FerDataModule
+from ferkit.training.metrics_log import park_metrics, unpark_metrics
 from ferkit.training.module import FerLitModule
 from ferkit.training.recipes import Recipe, load_recipe
 from ferkit.training.resume import RandomState, check_batch_limit, prepare_resume
@@ -83,55 +83,6 @@ def checkpoint_callbacks(run_dir: Path, monitor: str = "val_loss") -> list[Model
         ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1,
                         enable_version_counter=False, save_on_train_epoch_end=True),
     ]
-
-
-def _read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    fields: list[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
-
-
-# Lightning's CSVLogger deletes an existing metrics.csv when it opens a run directory,
-# so on --resume the earlier epochs' rows are parked in metrics.resume.csv (kill-safe:
-# a second resume folds the interrupted attempt's rows in too) and merged back after fit.
-def _park_metrics(run_dir: Path) -> None:
-    parked = run_dir / "metrics.resume.csv"
-    rows = _read_rows(parked) + _read_rows(run_dir / "metrics.csv")
-    if rows:
-        _write_rows(parked, rows)
-
-
-def _unpark_metrics(run_dir: Path) -> None:
-    """Put the parked rows back in front of this attempt's. Rows an interrupted attempt logged
-    past the checkpoint this attempt resumed from are dropped: the steps are trained again,
-    and keeping both gave every redone epoch two rows."""
-    parked = run_dir / "metrics.resume.csv"
-    if parked.is_file():
-        new = _read_rows(run_dir / "metrics.csv")
-        first = min((_step(r) for r in new), default=None)
-        old = [r for r in _read_rows(parked) if first is None or _step(r) < first]
-        _write_rows(run_dir / "metrics.csv", old + new)
-        parked.unlink()
-
-
-def _step(row: dict) -> int:
-    try:
-        return int(float(row.get("step") or 0))
-    except ValueError:
-        return 0
 
 
 def _is_ddp_child() -> bool:
@@ -341,7 +292,7 @@ def train(
         deterministic=False,
     )
     if resume and not _is_ddp_child():
-        _park_metrics(run_dir)
+        park_metrics(run_dir)
     load_start = _load()
     t0 = time.time()
     try:
@@ -354,7 +305,7 @@ def train(
     finally:
         if not _is_ddp_child():
             os.environ.pop(_RUN_DIR_ENV, None)  # a later train() in this process starts afresh
-            _unpark_metrics(run_dir)  # also when fit failed: no metrics.resume.csv is left behind
+            unpark_metrics(run_dir)  # also when fit failed: no metrics.resume.csv is left behind
     wall = time.time() - t0
     if stopper.stopped is not None:
         if trainer.is_global_zero and (run_dir / "metrics.csv").exists():
