@@ -171,7 +171,9 @@ class RunSchedule(Callback):
             eta = left * per
             end = time.strftime("%H:%M", time.localtime(time.time() + eta))
             parts.append(f"ETA {_duration(eta)} ({end})")
-        print("; ".join(parts), flush=True)
+        from tqdm import tqdm
+
+        tqdm.write("; ".join(parts))  # on a line of its own, above a progress bar if one is drawn
 
     def shorten(self, trainer, pl_module, epochs: int) -> None:
         """End the run after ``epochs`` epochs; the cosine schedule ends there too."""
