@@ -19,12 +19,15 @@ def test_detectors_are_reported_by_their_registered_name(name):
 
 
 def test_predict_summary_names_the_detector_asked_for(tmp_path, capsys):
+    from ferkit.inference.recognizer import Recognizer
+
     slim = stand_in_model(tmp_path / "tiny.pt")
     assert main(["predict", "--demo", "--model", str(slim), "--detector", "haar-full",
                  "--no-progress"]) == 0
     summary = capsys.readouterr().err.strip().splitlines()[-1]
     assert "detector haar-full]" in summary
-    assert f"model {slim} (version boulis-baseline-" in summary  # the name it was loaded by
+    version = Recognizer.from_pretrained(str(slim)).version
+    assert f"model {slim} (version {version})" in summary  # the name it was loaded by
 
 
 @pytest.fixture(scope="module")

@@ -144,7 +144,7 @@ def test_demo_prints_readable_emotions(slim, capsys):
 
 def test_mirror_flag_changes_scores_not_boxes(slim, capsys):
     records = []
-    for extra in ([], ["--mirror"]):
+    for extra in (["--tta", "none"], ["--mirror"]):  # one view whatever the file records, then two
         assert main(["predict", "--demo", "--model", slim, "--format", "jsonl", "--no-progress",
                      *extra]) == 0
         (line,) = capsys.readouterr().out.strip().splitlines()

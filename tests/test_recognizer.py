@@ -74,9 +74,11 @@ def _same(a: list[Face], b: list[Face], tol=1e-5):
 
 def test_attributes(rec, slim):
     assert rec.labels == list(FER7)
-    assert rec.model_name == "boulis-baseline"
-    assert rec.version.startswith("boulis-baseline-")  # name + file hash
-    assert (rec.input_config.size, rec.input_config.channels) == (48, 1)
+    # the stand-in: an untrained boulis-baseline, or without torch the shipped vgg-fer
+    arch = "vgg-fer" if str(slim).endswith(".onnx") else "boulis-baseline"
+    assert rec.model_name == arch
+    assert rec.version.startswith(f"{arch}-")  # name + file hash
+    assert (rec.input_config.frame, rec.input_config.channels) == (48, 1)
     assert rec.backend == resolve_backend(slim, "cpu") and rec.detector.name == "haar"
 
 
@@ -212,7 +214,7 @@ def test_classify_faces_on_crops(rec):
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_mirror_averages_a_face_and_its_mirror(slim, backend):
     pytest.importorskip("onnxruntime" if backend == "onnx" else "torch")
-    plain = Recognizer.from_pretrained(slim, backend=backend)
+    plain = Recognizer.from_pretrained(slim, backend=backend, tta="none")  # whatever the file records
     mirrored = Recognizer.from_pretrained(slim, backend=backend, mirror=True)
     assert mirrored.mirror and not plain.mirror and "mirror=True" in repr(mirrored)
     crops = np.random.default_rng(2).integers(0, 255, (3, 48, 48), dtype=np.uint8)
