@@ -98,6 +98,33 @@ def test_a_stopped_row_resumes_where_it_stopped(fer, tmp_path, capsys, monkeypat
     assert _table(out, "boulis")["rows"][0]["run"]["epochs_trained"] == 2
 
 
+def test_stop_after_is_one_clock_for_the_whole_command(fer, tmp_path, capsys, monkeypatch):
+    """--stop-after N ends the command N minutes after it started, across rows: a row gets
+    what is left, and a row with under half a minute left is not started."""
+    import ferkit.reproductions as repro
+
+    clock, calls = [1000.0], []
+
+    def fake_train(row, data, folder, *, stop_after, **kw):
+        calls.append((row.id, stop_after))
+        clock[0] += 60 * 4.8  # this row trained for 4.8 minutes
+        (folder / row.id).mkdir(parents=True)
+        (folder / row.id / "summary.json").write_text("{}")
+
+    def fake_measure(row, *a, **kw):
+        return {m.name: {"accuracy": 50.0, "macro_f1": 0.5, "n": 42, "per_class": {}} for m in row.measures}
+
+    monkeypatch.setattr(repro, "train_row", fake_train)
+    monkeypatch.setattr(repro, "measure_row", fake_measure)
+    monkeypatch.setattr(repro.time, "monotonic", lambda: clock[0])
+    argv = ["reproduce", "boulis", "--data", str(fer), "--out", str(tmp_path), "--no-progress", "--stop-after", "5"]
+    assert main(argv) == 0
+    assert calls == [("baseline", 5.0)]
+    assert "--stop-after 5 min reached before row 'baseline-weighted'" in capsys.readouterr().err
+    rows = _table(tmp_path, "boulis")["rows"]
+    assert rows[0]["status"] == "done" and rows[1]["status"] == "not started"
+
+
 def test_the_budget_is_split_by_cost_over_rows_not_started(tmp_path):
     paper = load_paper("li")
     rows = plan(paper, tmp_path, 120)

@@ -29,8 +29,9 @@ def add_parser(sub):
                    help="training time for the rows not started yet, split by their cost; each run "
                    "fits its schedule into its share (default: each recipe's full epochs)")
     p.add_argument("--stop-after", type=minutes, metavar="MINUTES",
-                   help="stop for now after this much training in the current row (resumable; "
-                   "run the same command again to continue)")
+                   help="stop for now after this many minutes of this command, across its rows: the "
+                   "row in training checkpoints and stops, later rows wait (run the same command "
+                   "again to continue)")
     p.add_argument("--scale", choices=["full", "toy"], default="full",
                    help="toy: 2 epochs of 2 batches per row, a check of the whole pipeline (default: full)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")

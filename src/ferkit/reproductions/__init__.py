@@ -38,6 +38,7 @@ from ferkit.errors import FerkitError
 PAPERS_DIR = Path(__file__).resolve().parent / "papers"
 TOY = {"epochs": 2, "early_stopping_patience": None, "warmup_epochs": 0.0, "precision": "32-true"}
 TOY_BATCHES = 2
+MIN_ROW_MIN = 0.5  # with less than this left of --stop-after, a row is not started
 
 
 @dataclass
@@ -273,6 +274,7 @@ def reproduce(name: str, data, out="reproductions", *, budget_min: float | None 
     rows = plan(paper, folder, budget_min)
     print(format_plan(paper, rows, budget_min), flush=True)
     started = time.strftime("%Y-%m-%d %H:%M")
+    deadline = None if stop_after is None else time.monotonic() + 60 * stop_after
     results = []
     try:
         for row, p in zip(paper.rows, rows):
@@ -284,13 +286,17 @@ def reproduce(name: str, data, out="reproductions", *, budget_min: float | None 
                 continue
             trained = not (row.ensemble or row.model)
             if trained and p["state"] != "done":
-                train_row(row, data, folder, scale=scale, budget_min=p["budget_min"], stop_after=stop_after,
+                left = None if deadline is None else (deadline - time.monotonic()) / 60
+                if left is not None and left < MIN_ROW_MIN:
+                    raise RunStopped("stop-after", 0, 0, 0, folder / row.id / "last.ckpt",
+                                     message=f"--stop-after {stop_after:g} min reached before row {row.id!r}")
+                train_row(row, data, folder, scale=scale, budget_min=p["budget_min"], stop_after=left,
                           device=device, progress=progress)
             res["status"] = "done"
             res["run"] = _run_facts(folder / row.id) if trained else None
             res["ours"] = measure_row(row, paper, data, folder, device=device, progress=progress)
     except RunStopped:
-        results[-1]["status"] = "stopped"
+        results[-1]["status"] = "stopped" if (folder / results[-1]["row"]).exists() else "not started"
         write_report(paper, results, folder, data=data, layout=layout, scale=scale, started=started)
         raise
     return write_report(paper, results, folder, data=data, layout=layout, scale=scale, started=started)

@@ -41,9 +41,10 @@ class RunStopped(Exception):
         checkpoint: the file written (``RUN/last.ckpt``).
     """
 
-    def __init__(self, reason: str, epoch: int, batch: int, batches: int, checkpoint: Path):
+    def __init__(self, reason: str, epoch: int, batch: int, batches: int, checkpoint: Path,
+                 message: str | None = None):
         self.reason, self.epoch, self.batch, self.batches, self.checkpoint = reason, epoch, batch, batches, checkpoint
-        super().__init__(f"stopped by {reason} in epoch {epoch + 1} after batch {batch}/{batches}")
+        super().__init__(message or f"stopped by {reason} in epoch {epoch + 1} after batch {batch}/{batches}")
 
     @property
     def exit_code(self) -> int:
