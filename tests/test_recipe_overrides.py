@@ -188,7 +188,9 @@ def test_resume_overrides_are_checked_and_cannot_change_the_network(tmp_path, ca
     line = _one_error_line(capsys)
     assert "model_kwargs cannot change in a resumed run" in line and "start a new run" in line
     assert main(["train", "--resume", str(run), "--seed", "3", *FAST]) == 2
-    assert "seed cannot change in a resumed run (the validation split would change" in _one_error_line(capsys)
+    assert "seed cannot change in a resumed run (the run's random streams continue" in _one_error_line(capsys)
+    assert main(["train", "--resume", str(run), "--set", "split_seed=3", *FAST]) == 2
+    assert "split_seed cannot change in a resumed run (the validation split would change" in _one_error_line(capsys)
     assert main(["train", "--resume", str(run), "--set", "val_fraction=0.3", *FAST]) == 2
     assert "val_fraction cannot change" in _one_error_line(capsys)
 

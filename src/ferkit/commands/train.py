@@ -43,7 +43,8 @@ def add_parser(sub):
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     p.add_argument("--lr", type=float, help="override the recipe's learning rate")
-    p.add_argument("--seed", type=int, help="override the recipe's seed")
+    p.add_argument("--seed", type=int, help="override the recipe's seed: initialisation, shuffling and "
+                   "augmentation (the validation carve follows split_seed, so runs of other seeds share it)")
     p.add_argument("--class-weights", action=argparse_bool(), default=None,
                    help="inverse class-frequency loss weights on/off (default: the recipe's)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from ferkit.data.dataset import FerDataset, load_indices
 from ferkit.errors import FerkitError
 from ferkit.labels import FER7
-from ferkit.training.recipes import Recipe
+from ferkit.training.recipes import Recipe, saved_recipe
 
 # Keep the resident copy well below the device's free memory: activations, optimiser state
 # and other processes sharing the GPU need the rest.
@@ -62,7 +62,7 @@ def run_splits(recipe: Recipe, data, splits, *, labels=None, size=None, channels
 
         cfg = model_input_config(recipe.model, in_chans=recipe.in_chans, input_size=recipe.input_size)
         size, channels = size or cfg.frame, channels or cfg.channels
-    idx = load_indices(data, list(splits), recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.seed,
+    idx = load_indices(data, list(splits), recipe.dataset, val_fraction=recipe.val_fraction, seed=recipe.split_seed,
                        group_val=recipe.group_val, **recipe.source_options)
     for note in idx[0].notes:
         warnings.warn(note, stacklevel=2)
@@ -77,7 +77,7 @@ def run_recipe_of(checkpoint) -> tuple[Recipe, str] | None:
         return None
     try:
         saved = yaml.safe_load(cfg.read_text())
-        return Recipe.from_dict(saved["recipe"]), saved.get("data")
+        return Recipe.from_dict(saved_recipe(saved["recipe"])), saved.get("data")
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, FerkitError) as e:
         # Not silent: without it the checkpoint is evaluated on the auto-detected layout and
         # the default split, which need not be the faces its run validated on.
@@ -87,7 +87,7 @@ def run_recipe_of(checkpoint) -> tuple[Recipe, str] | None:
         return None
 
 
-_SPLIT_KEYS = ("dataset", "val_fraction", "seed", "group_val", "source_options")
+_SPLIT_KEYS = ("dataset", "val_fraction", "split_seed", "group_val", "source_options")
 
 
 def _saved_split(path: Path) -> dict | None:
@@ -97,7 +97,7 @@ def _saved_split(path: Path) -> dict | None:
     try:
         # our own file; mmap: only the small hyper-parameter dict is read, not the tensors
         ck = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        hp = ck.get("hyper_parameters") if isinstance(ck, dict) else None
+        hp = saved_recipe(ck.get("hyper_parameters") if isinstance(ck, dict) else None)
         if not isinstance(hp, dict) or any(k not in hp for k in _SPLIT_KEYS):
             return None
         # checked as a recipe would check them (a damaged value is no split to trust)
@@ -134,11 +134,11 @@ def checkpoint_split(checkpoint, data, split: str, *, labels, input_config, data
         # it, --split val carved another 10% (seed 0), partly faces the model trained on.
         opts = saved
     else:
-        opts = {"dataset": None, "val_fraction": 0.1, "seed": 0, "group_val": False, "source_options": {}}
+        opts = {"dataset": None, "val_fraction": 0.1, "split_seed": 0, "group_val": False, "source_options": {}}
     opts["source_options"] = dict(opts["source_options"] or {})
     given = {"dataset": dataset, "val_fraction": val_fraction, "source_options": source_options}
     opts.update({k: v for k, v in given.items() if v is not None})
-    (idx,) = load_indices(data, [split], opts["dataset"], val_fraction=opts["val_fraction"], seed=opts["seed"],
+    (idx,) = load_indices(data, [split], opts["dataset"], val_fraction=opts["val_fraction"], seed=opts["split_seed"],
                           group_val=opts["group_val"], **opts["source_options"])
     for note in idx.notes:
         warnings.warn(note, stacklevel=2)

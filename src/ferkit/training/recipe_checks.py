@@ -78,6 +78,7 @@ RULES: dict[str, tuple] = {
     "distill_temperature": _between(0, lo_open=True),
     "val_fraction": _between(0, 1, hi_open=True),
     "seed": _between(0, 2**32 - 1),
+    "split_seed": _between(0, 2**32 - 1),
     "num_workers": _between(0),
     "in_chans": (lambda v: v in (1, 3), "1 (gray) or 3 (RGB)"),
     "input_size": _between(8),

@@ -66,7 +66,11 @@ class Recipe:
     distill_temperature: float = 2.0
     val_fraction: float = 0.1
     group_val: bool = False  # carve val by subject/actor when the source has groups
-    seed: int = 0
+    seed: int = 0  # initialisation, shuffling, augmentation
+    # the validation carve's seed, apart from ``seed``: runs that differ only in ``seed``
+    # (ensemble members) validate on the same faces, so an ensemble's weights and
+    # temperature are fitted on faces none of its members trained on
+    split_seed: int = 0
     num_workers: int = 0
     data_on_device: bool | str = "auto"  # keep decoded faces on the training device (auto: if they fit)
     val_every: int = 1  # validate every N epochs (and after the last)
@@ -165,6 +169,15 @@ def _recipe_files() -> dict[str, object]:
 def list_recipes() -> list[Recipe]:
     """Every shipped recipe, sorted by name."""
     return [load_recipe(n) for n in sorted(_recipe_files())]
+
+
+def saved_recipe(d):
+    """A recipe dict saved by a run (config.yaml, a checkpoint's hyper-parameters) as this
+    version reads it: one saved before ``split_seed`` existed carved validation with ``seed``,
+    so that carve is kept."""
+    if isinstance(d, dict) and "split_seed" not in d:
+        d = {**d, "split_seed": d.get("seed", 0)}
+    return d
 
 
 def load_recipe(name_or_path: str) -> Recipe:

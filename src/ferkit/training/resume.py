@@ -18,12 +18,13 @@ from lightning.pytorch.callbacks import Callback
 
 from ferkit.errors import FerkitError
 from ferkit.training.recipes import Recipe
+from ferkit.training.recipes import saved_recipe as saved_recipe_dict
 
 # Fields a resumed run cannot change. The network's shape: last.ckpt holds weights (and
 # optimizer state) for the saved values. The validation split: best.ckpt is chosen by
 # comparing val_loss across epochs, which means nothing if later epochs see other faces.
 ARCHITECTURE_FIELDS = ("model", "model_kwargs", "in_chans", "input_size", "labels")
-SPLIT_FIELDS = ("dataset", "source_options", "val_fraction", "group_val", "seed")
+SPLIT_FIELDS = ("dataset", "source_options", "val_fraction", "group_val", "split_seed")
 # What a checkpoint written by Trainer.fit holds and a resume needs.
 _TRAINING_KEYS = ("state_dict", "optimizer_states", "epoch", "loops")
 
@@ -61,11 +62,12 @@ def prepare_resume(resume, data, overrides: dict | None) -> tuple[Path, Recipe, 
         saved_recipe, saved_data = saved["recipe"], saved["data"]
     except (yaml.YAMLError, TypeError, KeyError) as e:
         raise FerkitError(f"{cfg_file}: not a run's config.yaml ({type(e).__name__})") from None
-    recipe = Recipe.from_dict(saved_recipe)
+    recipe = Recipe.from_dict(saved_recipe_dict(saved_recipe))
     if overrides:
         new = recipe.override(**overrides)
         for fields, why in ((ARCHITECTURE_FIELDS, "last.ckpt holds weights for the saved value"),
-                            (SPLIT_FIELDS, "the validation split would change under best.ckpt's selection")):
+                            (SPLIT_FIELDS, "the validation split would change under best.ckpt's selection"),
+                            (("seed",), "the run's random streams continue from its checkpoint")):
             changed = [f for f in fields if getattr(new, f) != getattr(recipe, f)]
             if changed:
                 raise FerkitError(f"--resume {resume}: {', '.join(changed)} cannot change in a resumed run "
