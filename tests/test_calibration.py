@@ -64,15 +64,15 @@ def test_the_fit_averages_over_views():
 
 
 def test_every_probability_path_divides_by_the_temperature():
-    from ferkit.evaluation.ensemble import CropTTA, _member_probs
+    from ferkit.evaluation.ensemble import CropTTA, member_probs
     from ferkit.models.registry import create_model
 
     torch.manual_seed(0)
     model = create_model("boulis-baseline", width=4, hidden=8).eval()
     x = torch.rand(5, 1, 48, 48)
-    p1 = _member_probs(model, x)
+    p1 = member_probs(model, x)
     model.input_config = InputConfig(**{**model.input_config.__dict__, "temperature": 3.0})
-    p3 = _member_probs(model, x)
+    p3 = member_probs(model, x)
     assert torch.equal(p1.argmax(1), p3.argmax(1))
     assert (p3.max(1).values < p1.max(1).values).all()  # softer
     c3 = CropTTA("mirror")(model, x)

@@ -14,7 +14,13 @@ import torch
 from ferkit.data.dataset import build_dataset
 from ferkit.errors import FerkitError
 from ferkit.evaluation.compare import misclassification_table
-from ferkit.evaluation.ensemble import Ensemble, is_ensemble_file, load_ensemble, make_tta
+from ferkit.evaluation.ensemble import (
+    Ensemble,
+    ensemble_log_probs,
+    is_ensemble_file,
+    load_ensemble,
+    make_tta,
+)
 from ferkit.evaluation.metrics import classification_report, predict_log_probs
 from ferkit.labels import FER7
 from ferkit.models.checkpoint import load_checkpoint, save_slim
@@ -81,7 +87,7 @@ def test_ensemble_predict_log_probs_matches_metrics_api(tiny_tree):
     # The ensemble is a model too: the generic predict_log_probs gives the same numbers.
     logp2, _ = predict_log_probs(ens, ds, batch_size=16, progress=False)
     torch.testing.assert_close(logp2, logp, atol=1e-5, rtol=1e-4)
-    logp_t, _ = ens.predict_log_probs(ds, batch_size=16, progress=False, tta_copies=2)
+    logp_t, _ = ensemble_log_probs(ens, ds, batch_size=16, progress=False, tta_copies=2)
     assert logp_t.shape == logp.shape and not torch.allclose(logp_t, logp)
 
 
@@ -92,13 +98,12 @@ def test_ensemble_tta_equals_member_tta(tiny_tree):
     a, b = _members()
     ds = build_dataset(tiny_tree, "test", a.input_config, progress=False)
     single, _ = predict_log_probs(a, ds, batch_size=16, progress=False, tta=make_tta(3))
-    twice, _ = Ensemble([a, a], FER7).predict_log_probs(ds, batch_size=16, progress=False, tta_copies=3)
+    twice, _ = ensemble_log_probs(Ensemble([a, a], FER7), ds, batch_size=16, progress=False, tta_copies=3)
     torch.testing.assert_close(twice, single, atol=1e-5, rtol=1e-4)
     # Two different members: the mean of their own TTA probabilities.
     pb, _ = predict_log_probs(b, ds, batch_size=16, progress=False, tta=make_tta(3))
-    both, _ = Ensemble([a, b], FER7, specs=_specs()).predict_log_probs(
-        ds, batch_size=16, progress=False, tta_copies=3
-    )
+    both, _ = ensemble_log_probs(Ensemble([a, b], FER7, specs=_specs()), ds, batch_size=16, progress=False,
+                                 tta_copies=3)
     torch.testing.assert_close(both.exp(), (single.exp() + pb.exp()) / 2, atol=1e-5, rtol=1e-4)
 
 

@@ -288,5 +288,5 @@ def test_an_exported_dae_is_known_as_an_autoencoder(tmp_path):
     from ferkit.models.checkpoint import save_slim
 
     save_slim(create_model("li-dae"), {"model": "li-dae", "labels": list(FER7)}, tmp_path / "dae.pt")
-    with pytest.raises(FerkitError, match="reconstruction model has no class accuracy"):
+    with pytest.raises(FerkitError, match="reconstructs images and has no class scores"):
         robustness_sweep(tmp_path / "dae.pt", tmp_path / "no-data-needed")

@@ -12,6 +12,7 @@ import yaml
 pytest.importorskip("torch", reason="needs the train extra (PyTorch)")
 from conftest import write_class_tree
 
+from ferkit.labels import FER7
 from ferkit.training.datamodule import checkpoint_split, run_recipe_of, run_splits
 from ferkit.training.recipes import Recipe, saved_recipe
 
@@ -56,11 +57,45 @@ def test_evaluation_sees_the_val_faces_its_run_validated_on(data, tmp_path):
     cfg = InputConfig(size=8, channels=1)
     for seed in (0, 4):
         ck = _run(tmp_path, f"seed{seed}", Recipe(name="m", model="boulis-baseline", seed=seed).to_dict())
-        ds = checkpoint_split(ck, data, "val", labels=ds_labels(), input_config=cfg, progress=False)
+        ds = checkpoint_split(ck, data, "val", labels=FER7, input_config=cfg, progress=False)
         assert sorted(map(str, ds.items)) == _val(Recipe(name="m", model="boulis-baseline"), data)
 
 
-def ds_labels():
-    from ferkit.labels import FER7
+def _member_run(tmp_path: Path, name: str, **recipe) -> str:
+    """A run folder with its config.yaml and a small trained-model file as best.ckpt."""
+    import torch
 
-    return FER7
+    from ferkit.models.checkpoint import save_slim
+    from ferkit.models.registry import create_model
+
+    ck = _run(tmp_path, name, Recipe(name="m", model="boulis-baseline", **recipe).to_dict())
+    torch.manual_seed(len(name))
+    kw = {"width": 8, "hidden": 16}
+    save_slim(create_model("boulis-baseline", **kw), {"model": "boulis-baseline", "labels": FER7,
+                                                       "model_kwargs": kw}, ck)
+    return str(ck)
+
+
+def test_an_ensemble_of_seeds_is_evaluated_on_its_members_shared_carve(data, tmp_path):
+    """`ferkit calibrate ens.pt --split val` fits the temperature on the members' own carve
+    (here 30%, not the 10% default), which none of them trained on."""
+    from ferkit.cli import main
+    from ferkit.models.input_config import InputConfig
+
+    members = [_member_run(tmp_path, f"seed{s}", seed=s, val_fraction=0.3) for s in (0, 1, 2)]
+    ens = tmp_path / "ens.pt"
+    assert main(["ensemble", *members, "--out", str(ens)]) == 0
+    ds = checkpoint_split(ens, data, "val", labels=FER7, input_config=InputConfig(size=8), progress=False)
+    want = _val(Recipe(name="m", model="boulis-baseline", val_fraction=0.3), data)
+    assert sorted(map(str, ds.items)) == want and len(want) == 42
+
+
+def test_an_ensemble_of_runs_that_carved_differently_is_flagged(data, tmp_path):
+    from ferkit.cli import main
+    from ferkit.models.input_config import InputConfig
+
+    members = [_member_run(tmp_path, "a", split_seed=0), _member_run(tmp_path, "b", split_seed=5)]
+    ens = tmp_path / "ens.pt"
+    assert main(["ensemble", *members, "--out", str(ens)]) == 0
+    with pytest.warns(UserWarning, match="carved validation differently"):
+        checkpoint_split(ens, data, "val", labels=FER7, input_config=InputConfig(size=8), progress=False)

@@ -42,8 +42,8 @@ def parse_weights(text: str | None, n: int) -> list[float] | None:
 def run(args) -> int:
     from tqdm.auto import tqdm
 
-    from ferkit.evaluation.ensemble import Ensemble
     from ferkit.models.checkpoint import load_model_any
+    from ferkit.models.ensemble import Ensemble
 
     weights = parse_weights(args.weights, len(args.checkpoint))
     loaded = [

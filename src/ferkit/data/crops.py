@@ -42,7 +42,7 @@ def crop_offsets(side: int, size: int) -> list[tuple[int, int]]:
 
 def center_crop(x, size: int):
     """The centre ``size`` x ``size`` of a square (..., S, S) array or tensor (a view)."""
-    side = x.shape[-1]
+    side = int(x.shape[-1])  # a constant when traced for ONNX: the graph's side is fixed
     if side == size:
         return x
     t, left = crop_offsets(side, size)[4]

@@ -57,15 +57,15 @@ def prepare_frame(x: torch.Tensor, cfg: InputConfig, *, normalize: bool = True) 
     the same values as normalising the crops.
     """
     x = to_float(x)
-    c = x.shape[1]
+    # ints, not traced sizes: inside an exported ensemble the graph's input side is fixed
+    c, h, w = (int(v) for v in x.shape[1:])
     if cfg.channels == 3 and c == 1:
         x = x.expand(-1, 3, -1, -1)
     elif cfg.channels == 1 and c == 3:
         x = (x * _constant(_LUMA, x.device, x.dtype)).sum(1, keepdim=True)
     side = cfg.frame
-    if x.shape[-1] != side or x.shape[-2] != side:
-        x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False,
-                          antialias=x.shape[-1] > side)
+    if w != side or h != side:
+        x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=w > side)
     if normalize:
         x = (x - _constant(tuple(cfg.mean), x.device, x.dtype)) / _constant(tuple(cfg.std), x.device, x.dtype)
     return x

@@ -58,7 +58,7 @@ def evaluate_model(
     source_options: dict | None = None,
 ) -> tuple[dict, FerDataset]:
     """Evaluate one checkpoint (or ensemble file) on a split; returns (report, dataset)."""
-    from ferkit.evaluation.ensemble import Ensemble, make_tta
+    from ferkit.evaluation.ensemble import Ensemble, ensemble_log_probs, make_tta
     from ferkit.models.checkpoint import load_model_any, require_classifier
     from ferkit.training.datamodule import checkpoint_split
 
@@ -68,7 +68,7 @@ def evaluate_model(
                           dataset=dataset, val_fraction=val_fraction, source_options=source_options,
                           progress=progress)
     if isinstance(model, Ensemble):
-        logp, y = model.predict_log_probs(ds, batch_size, device, tta_copies=tta, progress=progress)
+        logp, y = ensemble_log_probs(model, ds, batch_size, device, tta_copies=tta, progress=progress)
     else:
         logp, y = predict_log_probs(
             model, ds, batch_size, device, tta=make_tta(tta) if tta else None, progress=progress

@@ -8,7 +8,7 @@ import warnings
 import torch
 
 from ferkit.errors import FerkitError
-from ferkit.evaluation.ensemble import Ensemble, make_tta
+from ferkit.evaluation.ensemble import Ensemble, ensemble_log_probs, make_tta
 from ferkit.evaluation.metrics import classification_report, predict_log_probs
 from ferkit.models.checkpoint import load_model_any, require_classifier
 
@@ -90,9 +90,8 @@ def evaluate_checkpoints(
                                     tta=None if tta is None else make_tta(tta, tta_preset))
     else:
         ens = Ensemble.from_loaded(loaded) if len(loaded) > 1 else loaded[0][0]
-        logp, y = ens.predict_log_probs(ds, batch_size, device, tta_copies=tta or 0, progress=progress,
-                                        input_transform=transform, tta_preset=tta_preset,
-                                        tta_flip_only=tta == 0)
+        logp, y = ensemble_log_probs(ens, ds, batch_size, device, tta_copies=tta or 0, progress=progress,
+                                     input_transform=transform, tta_preset=tta_preset, tta_flip_only=tta == 0)
     if msg := ds.report_skipped():
         print(msg, file=sys.stderr)
     rep = classification_report(logp, y, labels)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ferkit.data.distortions import DISTORTIONS, SEVERITIES, parse_distortion
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import predict_log_probs
-from ferkit.models.checkpoint import load_checkpoint
+from ferkit.models.checkpoint import load_model_any, require_classifier
 from ferkit.models.registry import model_task
 
 
@@ -78,10 +78,8 @@ def robustness_sweep(checkpoint, data, *, split="test", distortions=None, severi
     sevs = [int(s) for s in severities]
     if not sevs or any(s not in SEVERITIES for s in sevs):
         raise FerkitError(f"severities must be among 1..5, got {severities}")
-    model, spec = load_checkpoint(checkpoint)
-    if model_task(spec["model"]) != "classify":
-        raise FerkitError(f"{checkpoint}: a {spec['model']} reconstruction model has no class accuracy "
-                          "(use 'ferkit denoise-preview' for autoencoders)")
+    model, spec = load_model_any(checkpoint)  # a checkpoint, slim file or soft-voting ensemble
+    require_classifier(spec, model)
     ds, skipped = load_split(checkpoint, data, split, spec["input_config"], spec["labels"], dataset, limit=limit,
                              progress=progress)
     pairs = [(n, s) for n in names for s in sevs]
@@ -174,9 +172,9 @@ def denoise_preview(checkpoint, data, *, split="test", distortion="random-gray:3
     """
     from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-    model, spec = load_checkpoint(checkpoint)
+    model, spec = load_model_any(checkpoint)
     model = model.to(device)
-    if model_task(spec["model"]) != "reconstruct":
+    if spec["model"] == "ensemble" or model_task(spec["model"]) != "reconstruct":
         raise FerkitError(f"{checkpoint}: {spec['model']} is a classifier, not a denoising autoencoder")
     distort = parse_distortion(distortion, seed=seed)
     ds, _ = load_split(checkpoint, data, split, spec["input_config"], spec["labels"], dataset, limit=limit,

@@ -30,14 +30,14 @@ OPSET = 17
 
 
 def load_model(ref: str | os.PathLike = "default"):
-    """Load ``"default"`` or a checkpoint path for inference. Returns (model, spec, path)."""
+    """Load ``"default"``, a checkpoint or an ensemble file for inference. Returns (model, spec, path)."""
     from ferkit.inference.pretrained import model_version, resolve_pretrained
-    from ferkit.models.checkpoint import load_checkpoint
+    from ferkit.models.checkpoint import load_model_any
 
     path = resolve_pretrained(ref)
     if path.suffix.lower() == ".onnx":
         raise FerkitError(f"{path}: already an ONNX file; export needs a torch checkpoint")
-    model, spec = load_checkpoint(path)
+    model, spec = load_model_any(path)  # a checkpoint, slim file or soft-voting ensemble
     spec["version"] = model_version(spec, path)
     return model, spec, path
 
@@ -59,6 +59,9 @@ def onnx_bytes(model, spec: dict, opset: int = OPSET, *, fp16_storage: bool = Tr
     with torch.no_grad(), warnings.catch_warnings():
         # The legacy exporter warns that it is legacy; it is chosen on purpose (see below).
         warnings.simplefilter("ignore", DeprecationWarning)
+        # An ensemble resizes its [0, 1] input for each member inside the graph; the sizes
+        # it reads become constants, which is right: only the batch axis is dynamic.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         # The TorchScript-based exporter: it handles these plain CNNs without the
         # extra onnxscript dependency that the dynamo exporter needs.
         torch.onnx.export(
@@ -191,10 +194,14 @@ def export_model(
     }
     if fmt == "torch":
         from ferkit.models.checkpoint import save_slim
+        from ferkit.models.ensemble import Ensemble
 
         meta = dict(spec.get("meta") or {})
         meta.setdefault("version", spec["version"])
-        save_slim(model, spec, out, half=half, meta=meta)
+        if isinstance(model, Ensemble):
+            model.save(out, half=half, meta=meta)  # members, voting weights, views, temperature
+        else:
+            save_slim(model, spec, out, half=half, meta=meta)
     else:
         data = onnx_bytes(model, spec, opset)
         tmp = out.with_name(out.name + ".tmp")

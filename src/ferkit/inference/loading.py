@@ -71,9 +71,10 @@ def load_recognizer(
     if os.fspath(name_or_path) in PRETRAINED:
         _require_torch("the torch backend" if _pick_device(device) == "cpu" else f"device {device!r}")
     _require_torch(f"{path}: loading a PyTorch checkpoint")
-    from ferkit.models.checkpoint import load_checkpoint
+    from ferkit.models.checkpoint import load_model_any, require_classifier
 
-    model, spec = load_checkpoint(path)
+    model, spec = load_model_any(path)  # a checkpoint, slim file or soft-voting ensemble
+    require_classifier(spec, model)
     version = model_version(spec, path)
     common = {
         "labels": spec["labels"],

@@ -8,9 +8,8 @@ Two model formats load the same way (:func:`load_checkpoint`):
 * a slim file (``ferkit export --format torch`` / the shipped model):
   ``{"format": "ferkit-model", "model": ..., "state_dict": ...}``.
 
-Other formats (``ferkit-ensemble``) register a reader with :func:`register_format`
-where they are defined; :func:`load_model_any` reads a file once and dispatches on
-its ``format``.
+:func:`load_model_any` reads any of them, or a soft-voting ensemble file
+(:mod:`ferkit.models.ensemble`), once and dispatches on its ``format``.
 
 :func:`load_weights` is the one place that copies tensors from a file or state dict
 into a model (initialising from a pre-training run, a DAE into a hybrid, ImageNet
@@ -26,7 +25,7 @@ the saved state dict already holds those weights.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -40,6 +39,7 @@ from ferkit.labels import FER7
 from ferkit.models.registry import InputConfig, create_model
 
 SLIM_FORMAT = "ferkit-model"
+ENSEMBLE_FORMAT = "ferkit-ensemble"  # read by ferkit.models.ensemble
 
 
 def _init_only(key: str) -> bool:
@@ -287,19 +287,6 @@ def require_classifier(spec: dict, model: nn.Module | None = None) -> None:
         )
 
 
-#: ``format`` value -> reader ``(checkpoint dict, path, map_location) -> (model, spec)``.
-_FORMATS: dict[str, Callable[..., tuple[nn.Module, dict]]] = {}
-
-
-def register_format(name: str, reader: Callable[..., tuple[nn.Module, dict]]) -> None:
-    """Let :func:`load_model_any` read files whose ``format`` field is ``name``.
-
-    The module defining a format registers it (``ferkit.evaluation.ensemble`` does so
-    for ``ferkit-ensemble``), so this layer never imports the layers above it.
-    """
-    _FORMATS[name] = reader
-
-
 def load_model_any(ref, map_location="cpu") -> tuple[nn.Module, dict]:
     """Any saved model, read from disk once: a checkpoint, slim or ensemble file, a run
     folder, or a shipped name such as ``default``.
@@ -316,11 +303,13 @@ def load_model_any(ref, map_location="cpu") -> tuple[nn.Module, dict]:
     path = resolve_pretrained(ref)
     ckpt = read_checkpoint(path)
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
-    if fmt in _FORMATS:
-        return _FORMATS[fmt](ckpt, path, map_location)
+    if fmt == ENSEMBLE_FORMAT:
+        from ferkit.models.ensemble import ensemble_from_checkpoint  # it imports this module
+
+        return ensemble_from_checkpoint(ckpt, path, map_location)
     if isinstance(fmt, str) and fmt != SLIM_FORMAT:
-        raise FerkitError(f"{path}: a {fmt!r} file, which nothing loaded so far can read "
-                          "(ferkit-ensemble files: import ferkit.evaluation.ensemble first)")
+        raise FerkitError(f"{path}: a {fmt!r} file, not a ferkit model ({SLIM_FORMAT!r}, a training "
+                          f"checkpoint) or ensemble ({ENSEMBLE_FORMAT!r})")
     return _model_from_checkpoint(ckpt, path, map_location)
 
 

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from ferkit.data.dataset import FerDataset, load_indices
 from ferkit.errors import FerkitError
 from ferkit.labels import FER7
+from ferkit.models.checkpoint import ENSEMBLE_FORMAT
 from ferkit.training.recipes import Recipe, saved_recipe
 
 # Keep the resident copy well below the device's free memory: activations, optimiser state
@@ -97,6 +98,8 @@ def _saved_split(path: Path) -> dict | None:
     try:
         # our own file; mmap: only the small hyper-parameter dict is read, not the tensors
         ck = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        if isinstance(ck, dict) and ck.get("format") == ENSEMBLE_FORMAT:
+            return _members_split(ck, path)
         hp = saved_recipe(ck.get("hyper_parameters") if isinstance(ck, dict) else None)
         if not isinstance(hp, dict) or any(k not in hp for k in _SPLIT_KEYS):
             return None
@@ -105,6 +108,30 @@ def _saved_split(path: Path) -> dict | None:
         return {k: hp[k] for k in _SPLIT_KEYS}
     except Exception:  # noqa: BLE001 - no recipe to read: the documented default split applies
         return None
+
+
+def _members_split(ck: dict, path: Path) -> dict | None:
+    """The validation carve an ensemble file's members share, read from the runs they came
+    from (each member records its source checkpoint); None, with a warning when the runs
+    carved differently (then ``val`` holds faces some members trained on)."""
+    found = []
+    for mem in ck.get("members") or []:
+        src = mem.get("source")
+        if not src or not Path(src).is_file():
+            return None  # a member of unknown origin: nothing to check against
+        run = run_recipe_of(src)
+        opts = {k: getattr(run[0], k) for k in _SPLIT_KEYS} if run else _saved_split(Path(src))
+        if opts is None:
+            return None
+        found.append(opts)
+    if not found:
+        return None
+    if any(o != found[0] for o in found[1:]):
+        warnings.warn(f"{path}: its members' runs carved validation differently (dataset, val_fraction, "
+                      "split_seed...), so every member trained on some of the faces of any 'val'; fit "
+                      "weights and temperature on another split", stacklevel=3)
+        return None
+    return found[0]
 
 
 def checkpoint_split(checkpoint, data, split: str, *, labels, input_config, dataset: str | None = None,
@@ -116,7 +143,10 @@ def checkpoint_split(checkpoint, data, split: str, *, labels, input_config, data
     training saw it: dataset layout, source options (face crops, angles...), validation
     fraction, grouping and seed, so its ``val`` is exactly the faces training validated on.
     A ``ferkit train`` checkpoint moved out of its run folder uses the recipe saved inside
-    it the same way. ``dataset``, ``val_fraction`` and ``source_options`` override when given.
+    it the same way, and so does an ensemble file whose members' runs share one carve
+    (``split_seed``: runs that differ only in ``seed`` do), so an ensemble is calibrated on
+    faces none of its members trained on. ``dataset``, ``val_fraction`` and
+    ``source_options`` override when given.
     Any other file (an exported model, ``default``) uses the auto-detected layout, 10%
     validation, seed 0.
     Used by ``ferkit evaluate``, ``compare``, ``robustness`` and ensembles alike.

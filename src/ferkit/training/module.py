@@ -268,12 +268,12 @@ class FerLitModule(L.LightningModule):
 def _load_teachers(teacher, labels: list[str]) -> list[dict]:
     if not teacher:
         return []
-    from ferkit.models.checkpoint import load_checkpoint
-    from ferkit.models.pretrained import resolve_pretrained
+    from ferkit.models.checkpoint import load_model_any, require_classifier
 
     out = []
     for ref in [teacher] if isinstance(teacher, str) else list(teacher):
-        model, spec = load_checkpoint(resolve_pretrained(ref))
+        model, spec = load_model_any(ref)  # a checkpoint, slim file, shipped name or ensemble
+        require_classifier(spec, model)
         if list(spec["labels"]) != list(labels):
             raise FerkitError(f"teacher {ref}: labels {spec['labels']} differ from the student's {labels}")
         for p in model.parameters():
