@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "Recognizer", "create_model", "list_models"]
+__all__ = ["Recognizer", "__version__", "create_model", "list_models"]
 
 
 def __getattr__(name: str):
