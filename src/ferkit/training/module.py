@@ -235,6 +235,10 @@ class FerLitModule(L.LightningModule):
     def configure_optimizers(self):
         r = self.recipe
         params = [p for p in self.parameters() if p.requires_grad]
+        if r.weight_decay and not r.decay_norm_and_bias:
+            # 1-D tensors are norm scales/shifts and biases: decaying them only fights BN
+            params = [{"params": [p for p in params if p.ndim > 1]},
+                      {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
         # fused/foreach kernels: one launch for all parameters instead of one per tensor.
         fast = {"foreach": True}
         if r.optimizer == "adam":

@@ -49,6 +49,9 @@ class Recipe:
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = 0.9
     weight_decay: float = 0.0
+    # false: no weight decay on BatchNorm/LayerNorm scales and biases (the 1-D parameters),
+    # only on conv and linear weights (Goyal et al. 2017; airbench, timm)
+    decay_norm_and_bias: bool = True
     scheduler: str = "plateau"  # plateau | cosine (per step, after warmup_epochs) | none
     warmup_epochs: float = 0.0  # cosine: linear warm-up over this many epochs
     min_lr: float = 0.0  # cosine: the learning rate the decay ends at
