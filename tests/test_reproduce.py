@@ -68,6 +68,14 @@ def test_fer2013_papers_run_at_toy_scale_and_resume(paper, fer, tmp_path, capsys
             if m.paper is not None:
                 assert f"{m.paper:.2f}" in page  # the paper's figure beside ours
     assert "ferkit reproduce" in printed and page in printed
+    # figures: paper vs ours, each trained row's curves; small run files kept beside the page
+    assert "figures/paper-vs-ours.png" in page and (out / paper / "figures" / "paper-vs-ours.png").is_file()
+    assert "Per-class accuracy (%)" in page
+    for row in spec.rows:
+        if row.recipe and not row.needs:
+            assert (out / paper / "figures" / f"{row.id}-curves.png").is_file()
+            assert (out / paper / "runs" / row.id / "summary.json").is_file()
+            assert not list((out / paper / "runs" / row.id).glob("*.ckpt"))
     # again: nothing is trained twice, the evaluations are read back
     mtimes = {p: p.stat().st_mtime for p in (out / paper).glob("*/best.ckpt")}
     assert main(["reproduce", paper, "--data", str(fer), "--out", str(out), "--scale", "toy", "--no-progress",
@@ -93,9 +101,29 @@ def test_a_stopped_row_resumes_where_it_stopped(fer, tmp_path, capsys, monkeypat
     assert (out / "boulis" / "baseline" / "last.ckpt").is_file()
     assert _table(out, "boulis")["rows"][0]["status"] == "stopped"
     monkeypatch.setattr(RunStop, "on_train_batch_end", original)
+    # --report-only trains nothing: the stopped row stays stopped, the rest wait
+    mtime = (out / "boulis" / "baseline" / "last.ckpt").stat().st_mtime
+    assert main([*argv, "--report-only"]) == 0
+    rows = {r["row"]: r["status"] for r in _table(out, "boulis")["rows"]}
+    assert rows["baseline"] == "stopped" and rows["baseline-weighted"] == "not started"
+    assert rows["ensemble"] == "waits for baseline, baseline-weighted"
+    assert (out / "boulis" / "baseline" / "last.ckpt").stat().st_mtime == mtime
+    assert not (out / "boulis" / "baseline-weighted").exists()
+    capsys.readouterr()
     assert main(argv) == 0
     assert "stopped: resumes from its last.ckpt" in capsys.readouterr().out
     assert _table(out, "boulis")["rows"][0]["run"]["epochs_trained"] == 2
+
+
+def test_publish_copies_the_page_figures_and_run_files_into_docs(fer, tmp_path, capsys):
+    out, docs = tmp_path / "repro", tmp_path / "docs" / "reproductions"
+    assert main(["reproduce", "wiranata", "--data", str(fer), "--out", str(out), "--scale", "toy",
+                 "--no-progress", "--device", "cpu", "--publish", str(docs)]) == 0
+    assert f"published {docs / 'wiranata.md'}" in capsys.readouterr().out
+    page = (docs / "wiranata.md").read_text()
+    assert "](wiranata/figures/paper-vs-ours.png)" in page and "](figures/" not in page
+    assert (docs / "wiranata" / "figures" / "random-init-curves.png").is_file()
+    assert (docs / "wiranata" / "runs" / "random-init" / "metrics.csv").is_file()
 
 
 def test_stop_after_is_one_clock_for_the_whole_command(fer, tmp_path, capsys, monkeypatch):

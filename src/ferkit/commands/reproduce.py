@@ -35,6 +35,11 @@ def add_parser(sub):
     p.add_argument("--scale", choices=["full", "toy"], default="full",
                    help="toy: 2 epochs of 2 batches per row, a check of the whole pipeline (default: full)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: evaluate the finished rows and write the table (and --publish it)")
+    p.add_argument("--publish", type=out_folder, metavar="DIR",
+                   help="also copy the page to DIR/PAPER.md with its figures and run summaries in "
+                   "DIR/PAPER/ (e.g. docs/reproductions), even when the run stops for now")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
@@ -66,18 +71,24 @@ def run(args) -> int:
         raise FerkitError(f"--data is required: the corpus 'ferkit reproduce {args.paper}' trains on "
                           "(run 'ferkit reproduce' for the layouts)")
     print(f"ferkit reproduce: {args.paper}; loading PyTorch and Lightning...", flush=True)
-    from ferkit.reproductions import reproduce
-    from ferkit.training.stopping import RunStopped
-
-    try:
-        table = reproduce(args.paper, args.data, args.out, budget_min=args.budget_min, stop_after=args.stop_after,
-                          scale=args.scale, device=args.device, progress=not args.no_progress)
-    except RunStopped as stop:
-        print(f"ferkit reproduce: {stop}; run the same command again to continue", file=sys.stderr)
-        return stop.exit_code
     from pathlib import Path
 
-    page = Path(args.out) / table["paper"] / "README.md"
+    from ferkit.reproductions import load_paper, publish, reproduce
+    from ferkit.training.stopping import RunStopped
+
+    folder = Path(args.out) / load_paper(args.paper).name
+    try:
+        table = reproduce(args.paper, args.data, args.out, budget_min=args.budget_min, stop_after=args.stop_after,
+                          scale=args.scale, device=args.device, progress=not args.no_progress,
+                          report_only=args.report_only)
+    except RunStopped as stop:
+        if args.publish:
+            print(f"published {publish(folder, Path(args.publish))} (the table so far)", file=sys.stderr)
+        print(f"ferkit reproduce: {stop}; run the same command again to continue", file=sys.stderr)
+        return stop.exit_code
+    page = folder / "README.md"
     print(page.read_text())
-    print(f"wrote {page} and {page.with_name('table.json')}")
+    print(f"wrote {page}, {page.with_name('table.json')} and {folder / 'figures'}/")
+    if args.publish:
+        print(f"published {publish(folder, Path(args.publish))}")
     return 0

@@ -130,3 +130,41 @@ def plot_reliability(curves: dict, out_png, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(Path(out_png), dpi=100)
     plt.close(fig)
+
+
+def plot_paper_vs_ours(bars: list[tuple[str, float | None, float | None]], out_png, title: str = "") -> bool:
+    """Horizontal bars of accuracy in percent, the paper's beside ours, one pair per measure.
+
+    Args:
+        bars: ``(label, paper %, ours %)``; a None side is left out (a row the paper did not
+            report, or one not measured yet).
+        out_png: the figure to write. title: its title.
+
+    Returns:
+        False (nothing written) when no bar has a value.
+    """
+    bars = [b for b in bars if b[1] is not None or b[2] is not None]
+    if not bars:
+        return False
+    y = np.arange(len(bars))
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(bars) + 1.2))
+    for dy, idx, name, color in ((-0.2, 1, "paper", "#9aa5b1"), (0.2, 2, "ours", "#2b6cb0")):
+        vals = [b[idx] for b in bars]
+        if all(v is None for v in vals):
+            continue  # no legend entry for a side with no bar
+        ax.barh([v + dy for v, x in zip(y, vals) if x is not None], [x for x in vals if x is not None],
+                height=0.38, color=color, label=name)
+        for yy, x in zip(y, vals):
+            if x is not None:
+                ax.text(x + 0.5, yy + dy, f"{x:.1f}", va="center", fontsize=7)
+    ax.set_yticks(y, [b[0] for b in bars], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy (%)")
+    ax.set_xlim(0, 105)
+    ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return True

@@ -256,8 +256,10 @@ def _run_facts(run_dir: Path) -> dict:
 
 def reproduce(name: str, data, out="reproductions", *, budget_min: float | None = None,
               stop_after: float | None = None, scale: str = "full", device: str = "auto",
-              progress: bool = True) -> dict:
+              progress: bool = True, report_only: bool = False) -> dict:
     """Run paper ``name``'s rows (see the module docstring); returns the table as a dict.
+
+    ``report_only``: train nothing; measure the finished rows and write the table.
 
     Raises:
         FerkitError: unknown paper, missing or wrong corpus (one line), bad values.
@@ -285,6 +287,11 @@ def reproduce(name: str, data, out="reproductions", *, budget_min: float | None 
                 res["status"] = f"needs {row.needs}"
                 continue
             trained = not (row.ensemble or row.model)
+            waits = [m for m in row.ensemble or [] if _state(folder / m) != "done"]
+            if report_only and ((trained and p["state"] != "done") or waits):
+                res["status"] = (f"waits for {', '.join(waits)}" if waits
+                                 else "stopped" if p["state"] == "stopped" else "not started")
+                continue
             if trained and p["state"] != "done":
                 left = None if deadline is None else (deadline - time.monotonic()) / 60
                 if left is not None and left < MIN_ROW_MIN:
@@ -300,6 +307,11 @@ def reproduce(name: str, data, out="reproductions", *, budget_min: float | None 
         write_report(paper, results, folder, data=data, layout=layout, scale=scale, started=started)
         raise
     return write_report(paper, results, folder, data=data, layout=layout, scale=scale, started=started)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min" if seconds < 5400 \
+        else f"{seconds / 3600:.1f} h"
 
 
 def _pct(v) -> str:
@@ -332,12 +344,36 @@ def markdown(table: dict) -> str:
             lines.append("| " + " | ".join([
                 f"{r['row']}: {r['label']}" if first else "", m["name"], _pct(m["paper"]), _pct(ours), gap,
                 str(epochs) if first and epochs is not None else "",
-                f"{mins / 60:.0f} min" if first and mins else "", cpu if first else "",
+                _duration(mins) if first and mins else "", cpu if first else "",
                 r.get("status", "") if first else ""]) + " |")
     notes = [f"- **{r['row']}**: {r['note']}" for r in table["rows"] if r.get("note")]
     if notes:
         lines += ["", "Notes:", "", *notes]
+    figs = table.get("figures") or {}
+    if figs.get("bars"):
+        lines += ["", f"![paper vs ours]({figs['bars']})"]
+    lines += _per_class_lines(table)
+    curves = [(r["row"], figs[f"curves:{r['row']}"]) for r in table["rows"] if f"curves:{r['row']}" in figs]
+    if curves:
+        lines += ["", "## Training curves (loss and accuracy per epoch, train vs validation carve)", ""]
+        lines += [f"**{row}**\n\n![{row}]({path})\n" for row, path in curves]
+        lines += [f"Each row's `summary.json`, `metrics.csv` and `config.yaml` are in `{RUNS_DIR}/ROW/`."]
     return "\n".join(lines) + "\n"
+
+
+def _per_class_lines(table: dict) -> list[str]:
+    """Per-class accuracy (%) of every measured row and measure, classes as columns."""
+    got = [(r["row"], name, m["per_class"]) for r in table["rows"]
+           for name, m in (r.get("ours") or {}).items() if m.get("per_class")]
+    if not got:
+        return []
+    classes = list(got[0][2])
+    out = ["", f"Per-class accuracy (%) on `{table['split']}`:", "",
+           "| row | measure | " + " | ".join(classes) + " |", "|---|---|" + "---|" * len(classes)]
+    for row, name, pc in got:
+        cells = ["" if pc.get(c) is None else f"{100 * pc[c]:.1f}" for c in classes]
+        out.append(f"| {row} | {name} | " + " | ".join(cells) + " |")
+    return out
 
 
 def write_report(paper: Paper, results: list[dict], folder: Path, *, data, layout: str, scale: str,
@@ -348,6 +384,55 @@ def write_report(paper: Paper, results: list[dict], folder: Path, *, data, layou
              "written": time.strftime("%Y-%m-%d %H:%M"),
              "command": f"ferkit reproduce {paper.name} --data {data}" + (" --scale toy" if scale == "toy" else ""),
              "rows": results}
+    table["figures"] = _write_figures(table, folder)
     (folder / "table.json").write_text(json.dumps(table, indent=1))
     (folder / "README.md").write_text(markdown(table))
     return table
+
+
+FIGURES_DIR, RUNS_DIR = "figures", "runs"
+#: What of a row's run folder a report keeps beside it (small; never the checkpoints).
+RUN_FILES = ("summary.json", "metrics.csv", "config.yaml")
+
+
+def _write_figures(table: dict, folder: Path) -> dict:
+    """``figures/paper-vs-ours.png``, each trained row's curves in ``figures/`` and its small
+    run files in ``runs/ROW/``; returns {key: path relative to ``folder``}."""
+    from ferkit.evaluation.plots import plot_paper_vs_ours
+
+    figs = folder / FIGURES_DIR
+    figs.mkdir(exist_ok=True)
+    out = {}
+    bars = [(f"{r['row']}: {m['name']}", m.get("paper"), ((r.get("ours") or {}).get(m["name"]) or {}).get("accuracy"))
+            for r in table["rows"] for m in r["measures"]]
+    if plot_paper_vs_ours(bars, figs / "paper-vs-ours.png", title=f"{table['paper']}: paper vs ours ({table['split']})"):
+        out["bars"] = f"{FIGURES_DIR}/paper-vs-ours.png"
+    for r in table["rows"]:
+        run = folder / r["row"]
+        if not (run / "summary.json").is_file():
+            continue  # not a finished training run (an ensemble row, a stopped one)
+        if (run / "curves.png").is_file():
+            shutil.copy2(run / "curves.png", figs / f"{r['row']}-curves.png")
+            out[f"curves:{r['row']}"] = f"{FIGURES_DIR}/{r['row']}-curves.png"
+        keep = folder / RUNS_DIR / r["row"]
+        keep.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, keep / name)
+    return out
+
+
+def publish(folder: Path, dest: Path) -> Path:
+    """Copy a report into a docs folder: ``dest/PAPER.md`` (links rewritten) and its
+    ``figures/`` and ``runs/`` into ``dest/PAPER/``. Returns the page's path."""
+    folder, dest = Path(folder), Path(dest)
+    paper = folder.name
+    page = (folder / "README.md").read_text()
+    for sub_dir in (FIGURES_DIR, RUNS_DIR):
+        page = page.replace(f"]({sub_dir}/", f"]({paper}/{sub_dir}/").replace(f"`{sub_dir}/", f"`{paper}/{sub_dir}/")
+        if (folder / sub_dir).is_dir():
+            shutil.copytree(folder / sub_dir, dest / paper / sub_dir, dirs_exist_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / f"{paper}.md"
+    out.write_text(page)
+    return out
