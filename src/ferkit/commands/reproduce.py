@@ -78,9 +78,9 @@ def run(args) -> int:
 
     folder = Path(args.out) / load_paper(args.paper).name
     try:
-        table = reproduce(args.paper, args.data, args.out, budget_min=args.budget_min, stop_after=args.stop_after,
-                          scale=args.scale, device=args.device, progress=not args.no_progress,
-                          report_only=args.report_only)
+        reproduce(args.paper, args.data, args.out, budget_min=args.budget_min, stop_after=args.stop_after,
+                  scale=args.scale, device=args.device, progress=not args.no_progress,
+                  report_only=args.report_only)
     except RunStopped as stop:
         if args.publish:
             print(f"published {publish(folder, Path(args.publish))} (the table so far)", file=sys.stderr)
