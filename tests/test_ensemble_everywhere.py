@@ -127,3 +127,45 @@ def test_an_ensemble_file_loads_without_the_evaluation_layer(ens_file):
             "print(s['model'], any(k.startswith('ferkit.evaluation') for k in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert r.stdout.split() == ["ensemble", "False"], r.stderr[-800:]
+
+
+def test_an_ensemble_too_big_for_one_file_is_written_as_several(ens_file, tmp_path, capsys):
+    """--max-file-mb: the shipped `accurate` ensemble must have no file over 16 MiB; here a limit
+    of 0.2 MiB on two small members. ONNX weights go to OUT.dataK beside the graph, the torch
+    form to one file per member; both load and predict like the single file."""
+    from ferkit.inference.recognizer import Recognizer
+
+    limit = int(0.2 * 2**20)
+    onnx_out = tmp_path / "onnx" / "ens.onnx"
+    assert main(["export", str(ens_file), "--out", str(onnx_out), "--max-file-mb", "0.2"]) == 0
+    assert "ok" in capsys.readouterr().err  # parity through the external data files
+    files = sorted(onnx_out.parent.iterdir())
+    assert len(files) >= 3 and all(f.stat().st_size <= limit for f in files)
+    face = [np.asarray(Image.open(_photo(tmp_path)))]
+    want = Recognizer.from_pretrained(ens_file, backend="torch", detector="none").classify_faces(face)
+    got = Recognizer.from_pretrained(onnx_out, detector="none").classify_faces(face)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+    pt_out = tmp_path / "torch" / "ens.pt"
+    assert main(["export", str(ens_file), "--format", "torch", "--out", str(pt_out), "--max-file-mb", "0.2",
+                 "--half"]) == 0
+    assert "in 3 files" in capsys.readouterr().out
+    assert sorted(f.name for f in pt_out.parent.iterdir()) == ["ens.m0.pt", "ens.m1.pt", "ens.pt"]
+    got = Recognizer.from_pretrained(pt_out, backend="torch", detector="none").classify_faces(face)
+    np.testing.assert_allclose(got, want, atol=2e-3)  # fp16 members
+    (pt_out.parent / "ens.m1.pt").unlink()
+    assert main(["predict", str(_photo(tmp_path)), "--model", str(pt_out), "--detector", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "member 1 (vgg-fer): its file" in err[0] and "ens.m1.pt is missing" in err[0]
+
+
+def test_max_file_mb_is_checked(ens_file, tmp_path, capsys):
+    for bad in ("0", "-1", "nan", "x"):
+        with pytest.raises(SystemExit) as e:
+            main(["export", str(ens_file), "--out", str(tmp_path / "e.onnx"), "--max-file-mb", bad])
+        assert e.value.code == 2
+    capsys.readouterr()
+    # one member alone over the limit: a one-line error, not a file silently too big
+    assert main(["export", str(ens_file), "--format", "torch", "--out", str(tmp_path / "e.pt"),
+                 "--max-file-mb", "0.001"]) == 2
+    assert "MiB, over --max-file-mb 0.001; try --half" in capsys.readouterr().err

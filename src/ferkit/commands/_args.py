@@ -52,6 +52,14 @@ def finite_float(text: str) -> float:
     return v
 
 
+def mebibytes(text: str) -> float:
+    """A positive, finite size in MiB (``export --max-file-mb``)."""
+    v = finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a size in MiB above 0, got {text}")
+    return v
+
+
 def minutes(text: str) -> float:
     """A positive, finite number of minutes, at most a year (``--stop-after``, ``--max-time``)."""
     v = finite_float(text)

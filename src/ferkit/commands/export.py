@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ferkit.commands._args import out_file
+from ferkit.commands._args import mebibytes, out_file
 
 
 def add_parser(sub):
@@ -52,6 +52,11 @@ def add_parser(sub):
         "with the exported file: mirror, ten-crop (models trained on crops), or none "
         "(default: keep the source's setting)",
     )
+    p.add_argument(
+        "--max-file-mb", type=mebibytes, metavar="MIB",
+        help="no file over this size: ONNX weights go to OUT.data0, OUT.data1... beside the graph "
+        "(keep them together); an ensemble's torch form gets one file per member (STEM.m0.pt...)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
     return p
@@ -69,13 +74,14 @@ def run(args) -> int:
         raise FerkitError("--half applies to --format torch only")
     res = export_model(
         args.model, args.format, args.out, half=args.half, opset=args.opset,
-        check=not args.no_check, tta=args.tta,
+        check=not args.no_check, tta=args.tta, max_file_mb=args.max_file_mb,
     )
     if args.json:
         print(json.dumps(res))
         return 0
+    extra = f" in {len(res['files'])} files" if len(res["files"]) > 1 else ""
     print(
-        f"wrote {res['path']} ({res['bytes'] / 1e6:.2f} MB, {res['format']}, model {res['version']})"
+        f"wrote {res['path']} ({res['bytes'] / 1e6:.2f} MB{extra}, {res['format']}, model {res['version']})"
     )
     if "max_abs_diff" in res:
         ok = res["max_abs_diff"] <= 1e-4

@@ -135,6 +135,7 @@ def export_model(
     check: bool = True,
     tta: str | None = None,
     temperature: float | None = None,
+    max_file_mb: float | None = None,
 ) -> dict:
     """Export ``"default"`` or a checkpoint to ONNX or the slim torch format.
 
@@ -151,6 +152,14 @@ def export_model(
             ("none", "mirror" or "ten-crop"; ``InputConfig.tta``); None keeps the source's.
         temperature: record a calibration temperature (``InputConfig.temperature``, fitted
             by ``ferkit calibrate``); None keeps the source's.
+        max_file_mb: no written file over this many MiB: ONNX weights go to files of at
+            most this size beside the graph (``OUT.data0``, ``OUT.data1``..., ONNX external
+            data, which onnxruntime reads from the graph's folder); an ensemble's torch form
+            puts each member in its own file (``STEM.m0.pt``...). A file that would still be
+            larger is an error.
+
+    Raises:
+        FerkitError: unreadable source, bad values, a file over ``max_file_mb``.
 
     Returns:
         dict with ``path``, ``bytes`` and, for a checked ONNX export, ``max_abs_diff``.
@@ -192,25 +201,66 @@ def export_model(
         "model": spec["model"],
         "version": spec["version"],
     }
+    limit = None if max_file_mb is None else int(max_file_mb * 2**20)
     if fmt == "torch":
         from ferkit.models.checkpoint import save_slim
         from ferkit.models.ensemble import Ensemble
 
         meta = dict(spec.get("meta") or {})
         meta.setdefault("version", spec["version"])
-        if isinstance(model, Ensemble):
-            model.save(out, half=half, meta=meta)  # members, voting weights, views, temperature
+        if isinstance(model, Ensemble):  # members, voting weights, views, temperature
+            files = model.save(out, half=half, meta=meta, member_files=limit is not None)
         else:
             save_slim(model, spec, out, half=half, meta=meta)
+            files = [out]
     else:
         data = onnx_bytes(model, spec, opset)
+        files = _write_onnx(data, out, limit)
+        if check:
+            result["max_abs_diff"] = parity(model, out)
+    result["files"] = [str(f) for f in files]
+    result["bytes"] = sum(f.stat().st_size for f in files)
+    if limit is not None and (big := [f for f in files if f.stat().st_size > limit]):
+        raise FerkitError(f"{big[0]} is {big[0].stat().st_size / 2**20:.1f} MiB, over --max-file-mb "
+                          f"{max_file_mb:g}" + ("" if half or fmt == "onnx" else "; try --half"))
+    return result
+
+
+def _write_onnx(data: bytes, out: Path, limit: int | None) -> list[Path]:
+    """Write a serialised graph to ``out``, atomically; with ``limit`` (bytes), its weights go
+    to files of at most that size beside it (ONNX external data). Returns the files written."""
+    if limit is None or len(data) <= limit:
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_bytes(data)
         os.replace(tmp, out)
-        if check:
-            result["max_abs_diff"] = parity(model, out)
-    result["bytes"] = out.stat().st_size
-    return result
+        return [out]
+    onnx = require("onnx", "pip install 'ferkit[train]'")
+    from onnx.external_data_helper import set_external_data
+
+    proto = onnx.load_from_string(data)
+    files: list[Path] = []
+    handle, used = None, 0
+    try:
+        for init in proto.graph.initializer:
+            raw = init.raw_data
+            if len(raw) < 4096:
+                continue  # small tensors stay inside the graph
+            if handle is None or used + len(raw) > limit:
+                if handle is not None:
+                    handle.close()
+                files.append(out.with_name(f"{out.name}.data{len(files)}"))
+                handle, used = open(files[-1], "wb"), 0  # noqa: SIM115 - closed above or below
+            handle.write(raw)
+            set_external_data(init, location=files[-1].name, offset=used, length=len(raw))
+            init.ClearField("raw_data")
+            used += len(raw)
+    finally:
+        if handle is not None:
+            handle.close()
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(proto.SerializeToString())
+    os.replace(tmp, out)
+    return [out, *files]
 
 
 def parity(model, onnx_src, n: int = 16, seed: int = 0) -> float:

@@ -135,13 +135,27 @@ class Ensemble(nn.Module):
             targets.append(y)
         return torch.cat(outs), torch.cat(targets)
 
-    def save(self, path, *, half: bool = False, meta: dict | None = None) -> None:
+    def save(self, path, *, half: bool = False, meta: dict | None = None, member_files: bool = False) -> list[Path]:
         """Write every member (spec + weights), the voting weights and the ensemble's own
-        test-time views and temperature (``input_config.tta``/``temperature``) to one file,
-        atomically. ``half``: fp16 member weights (half the size; loading casts them back).
-        ``meta``: provenance saved beside them (default: the ensemble's own ``meta``)."""
-        members = []
-        for m, spec in zip(self.members, self.specs):
+        test-time views and temperature (``input_config.tta``/``temperature``), atomically.
+
+        Args:
+            path: the ensemble file.
+            half: fp16 member weights (half the size; loading casts them back).
+            meta: provenance saved beside them (default: the ensemble's own ``meta``).
+            member_files: each member in its own slim file beside ``path``
+                (``STEM.m0.pt``, ``STEM.m1.pt``...), which the ensemble file names: a large
+                ensemble as files of one member each (a shipped model's file stays under 16 MiB).
+
+        Returns:
+            The files written, the ensemble file first.
+        """
+        from ferkit.models.checkpoint import save_slim
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        members, written = [], [path]
+        for i, (m, spec) in enumerate(zip(self.members, self.specs)):
             if not hasattr(m, "model_name"):
                 raise FerkitError(
                     "ensemble members need .model_name (build them with create_model)"
@@ -157,10 +171,17 @@ class Ensemble(nn.Module):
                     },
                     "input_config": m.input_config.to_dict(),
                     "source": spec.get("path"),
-                    "state_dict": {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
-                                   for k, v in m.state_dict().items()},
                 }
             )
+            if member_files:
+                name = f"{path.stem}.m{i}.pt"
+                save_slim(m, {**members[-1], "labels": self.labels}, path.with_name(name), half=half,
+                          meta={"ensemble_member": i})
+                members[-1]["file"] = name  # beside the ensemble file
+                written.append(path.with_name(name))
+            else:
+                members[-1]["state_dict"] = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+                                             for k, v in m.state_dict().items()}
         out = {
             "format": ENSEMBLE_FORMAT,
             "labels": self.labels,
@@ -170,11 +191,10 @@ class Ensemble(nn.Module):
             "temperature": self.input_config.temperature,
             "meta": dict(meta if meta is not None else self.meta),
         }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save(out, tmp)
         os.replace(tmp, path)  # atomic: never a half-written artefact
+        return written
 
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str], weights=None) -> Ensemble:
@@ -237,7 +257,15 @@ def ensemble_from_checkpoint(ck, path, map_location="cpu") -> tuple[Ensemble, di
         raise FerkitError(f"{path}: not a ferkit ensemble file (write one with 'ferkit ensemble')")
     models, specs = [], []
     for i, mem in enumerate(ck["members"]):
-        models.append(build_model(mem, mem["state_dict"], f"{path}: member {i} ({mem['model']})"))
+        where = f"{path}: member {i} ({mem['model']})"
+        if "file" in mem:  # written with member_files=True: the member's own slim file beside us
+            member_path = Path(path).parent / mem["file"]
+            if not member_path.is_file():
+                raise FerkitError(f"{where}: its file {member_path} is missing (copy it beside {Path(path).name})")
+            state = read_checkpoint(member_path)["state_dict"]
+        else:
+            state = mem["state_dict"]
+        models.append(build_model(mem, state, where))
         specs.append(
             {
                 "model": mem["model"],
