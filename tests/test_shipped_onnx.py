@@ -157,6 +157,32 @@ def test_export_shipped_regenerates_a_model_the_same_way(monkeypatch, tmp_path, 
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_a_shipped_ensemble_too_big_for_one_file_ships_as_several(monkeypatch, tmp_path):
+    """export --shipped keeps every file of a shipped model under SHIPPED_MAX_MB (16 MiB is the
+    limit): an ensemble's graph gets its weights in files beside it, moved in together."""
+    pytest.importorskip("torch", reason="exporting needs the train extra")
+    pytest.importorskip("onnx", reason="exporting needs the train extra")
+    from test_recognizer import make_slim
+
+    from ferkit.inference import export
+    from ferkit.inference.recognizer import Recognizer
+    from ferkit.models.ensemble import Ensemble
+
+    members = [make_slim(tmp_path / f"m{i}.pt", seed=i) for i in range(3)]
+    Ensemble.from_checkpoints([str(m) for m in members]).save(tmp_path / "accurate.pt", half=True,
+                                                                member_files=True)
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setitem(pretrained.PRETRAINED, "accurate", "accurate")
+    monkeypatch.setattr(export, "SHIPPED_MAX_MB", 3)
+    (res,) = export.export_shipped(["accurate"])
+    files = sorted(f.name for f in tmp_path.glob("accurate.onnx*"))
+    assert files[0] == "accurate.onnx" and len(files) >= 3 and res["max_abs_diff"] <= 1e-4
+    assert all((tmp_path / f).stat().st_size <= 3 * 2**20 for f in files)
+    assert [p for p in tmp_path.iterdir() if p.is_dir()] == []  # no scratch folder left
+    rec = Recognizer.from_pretrained("accurate", detector="none")
+    assert rec.model_name == "ensemble" and rec.classify_faces([np.zeros((48, 48), np.uint8)]).shape == (1, 7)
+
+
 def test_fp16_weights_are_stored_as_fp16_and_compute_the_same(tmp_path):
     pytest.importorskip("torch", reason="exporting needs the train extra")
     pytest.importorskip("onnx", reason="exporting needs the train extra")
