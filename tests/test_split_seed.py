@@ -99,3 +99,28 @@ def test_an_ensemble_of_runs_that_carved_differently_is_flagged(data, tmp_path):
     assert main(["ensemble", *members, "--out", str(ens)]) == 0
     with pytest.warns(UserWarning, match="carved validation differently"):
         checkpoint_split(ens, data, "val", labels=FER7, input_config=InputConfig(size=8), progress=False)
+
+
+def test_a_slim_file_exported_from_a_run_keeps_its_carve(data, tmp_path):
+    """`ferkit export best.ckpt --format torch` used to drop the run's split: the slim file,
+    evaluated on 'val', got the default 10% carve, partly faces the model trained on."""
+    import torch
+
+    from ferkit.inference.export import export_model
+    from ferkit.models.input_config import InputConfig
+    from ferkit.models.registry import create_model
+
+    kw = {"width": 8, "hidden": 16}
+    model = create_model("boulis-baseline", **kw)
+    hp = {**Recipe(name="m", model="boulis-baseline", val_fraction=0.3, split_seed=4).to_dict(),
+          "model_name": "boulis-baseline", "num_classes": 7, "labels": list(FER7), "model_kwargs": kw,
+          "input_config": model.input_config.to_dict()}
+    ck = tmp_path / "best.ckpt"  # a training checkpoint away from its run folder
+    torch.save({"hyper_parameters": hp, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}},
+               ck)
+    slim = export_model(ck, "torch", tmp_path / "m.pt", half=True)["path"]
+    cfg = InputConfig(size=8)
+    want = _val(Recipe(name="m", model="boulis-baseline", val_fraction=0.3, split_seed=4), data)
+    for f in (ck, slim):
+        ds = checkpoint_split(f, data, "val", labels=FER7, input_config=cfg, progress=False)
+        assert sorted(map(str, ds.items)) == want, f

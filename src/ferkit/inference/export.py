@@ -205,6 +205,10 @@ def export_model(
         "version": spec["version"],
     }
     limit = None if max_file_mb is None else int(max_file_mb * 2**20)
+    if spec.get("hyper_parameters"):  # from a run: its validation carve goes with the file
+        from ferkit.models.checkpoint import run_split
+
+        spec["meta"] = {**(spec.get("meta") or {}), "split": run_split(spec["hyper_parameters"])}
     if fmt == "torch":
         from ferkit.models.checkpoint import save_slim
         from ferkit.models.ensemble import Ensemble

@@ -40,6 +40,16 @@ from ferkit.models.registry import InputConfig, create_model
 
 SLIM_FORMAT = "ferkit-model"
 ENSEMBLE_FORMAT = "ferkit-ensemble"  # read by ferkit.models.ensemble
+#: The recipe fields that fix a run's validation carve. An exported file keeps them in its
+#: meta (``meta["split"]``), so ``--split val`` of a file moved out of its run still means
+#: the faces the run validated on.
+SPLIT_KEYS = ("dataset", "val_fraction", "split_seed", "group_val", "source_options")
+
+
+def run_split(hp: dict) -> dict:
+    """The validation-carve fields of a run's saved hyper-parameters (a run saved before
+    ``split_seed`` existed carved with ``seed``)."""
+    return {k: (hp.get("split_seed", hp.get("seed", 0)) if k == "split_seed" else hp.get(k)) for k in SPLIT_KEYS}
 
 
 def _init_only(key: str) -> bool:

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from ferkit.data.dataset import FerDataset, load_indices
 from ferkit.errors import FerkitError
 from ferkit.labels import FER7
-from ferkit.models.checkpoint import ENSEMBLE_FORMAT
+from ferkit.models.checkpoint import ENSEMBLE_FORMAT, SLIM_FORMAT, SPLIT_KEYS
 from ferkit.training.recipes import Recipe, saved_recipe
 
 # Keep the resident copy well below the device's free memory: activations, optimiser state
@@ -88,19 +88,23 @@ def run_recipe_of(checkpoint) -> tuple[Recipe, str] | None:
         return None
 
 
-_SPLIT_KEYS = ("dataset", "val_fraction", "split_seed", "group_val", "source_options")
+_SPLIT_KEYS = SPLIT_KEYS
 
 
 def _saved_split(path: Path) -> dict | None:
-    """The data recipe (layout, validation fraction, seed, grouping, source options) a Lightning
-    checkpoint of ``ferkit train`` saved in its hyper-parameters, or None (an exported file,
-    another program's checkpoint, an unreadable one, values of the wrong type)."""
+    """The data recipe (layout, validation fraction, split seed, grouping, source options) a
+    Lightning checkpoint of ``ferkit train`` saved in its hyper-parameters, a slim file exported
+    from one keeps in ``meta["split"]``, or an ensemble's members share; None for anything else
+    (another program's checkpoint, an unreadable one, values of the wrong type)."""
     try:
         # our own file; mmap: only the small hyper-parameter dict is read, not the tensors
         ck = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         if isinstance(ck, dict) and ck.get("format") == ENSEMBLE_FORMAT:
             return _members_split(ck, path)
-        hp = saved_recipe(ck.get("hyper_parameters") if isinstance(ck, dict) else None)
+        if isinstance(ck, dict) and ck.get("format") == SLIM_FORMAT:  # exported from a run
+            hp = (ck.get("meta") or {}).get("split")
+        else:
+            hp = saved_recipe(ck.get("hyper_parameters") if isinstance(ck, dict) else None)
         if not isinstance(hp, dict) or any(k not in hp for k in _SPLIT_KEYS):
             return None
         # checked as a recipe would check them (a damaged value is no split to trust)
@@ -147,8 +151,9 @@ def checkpoint_split(checkpoint, data, split: str, *, labels, input_config, data
     (``split_seed``: runs that differ only in ``seed`` do), so an ensemble is calibrated on
     faces none of its members trained on. ``dataset``, ``val_fraction`` and
     ``source_options`` override when given.
-    Any other file (an exported model, ``default``) uses the auto-detected layout, 10%
-    validation, seed 0.
+    A slim file exported from a run (``ferkit export --format torch``) keeps its run's carve
+    too. Any other file (an ONNX export, ``default``) uses the auto-detected layout, 10%
+    validation, split seed 0.
     Used by ``ferkit evaluate``, ``compare``, ``robustness`` and ensembles alike.
 
     Raises:
