@@ -11,7 +11,7 @@ import pkgutil
 import ferkit.models as _pkg
 
 #: Modules of ferkit/models/ that define no model.
-MACHINERY = frozenset({"registry", "checkpoint", "input_config", "pretrained", "flops"})
+MACHINERY = frozenset({"registry", "checkpoint", "input_config", "pretrained", "flops", "ensemble"})
 
 FAMILIES = tuple(
     info.name
