@@ -215,6 +215,7 @@ def shrunk_overrides(r: Recipe) -> dict:
         kw["hidden"] = [16] * len(kw["hidden"])
     return {
         "epochs": 1,
+        "warmup_epochs": min(r.warmup_epochs, 0.5),  # a warm-up must end inside the one epoch
         "batch_size": min(r.batch_size, MAX_BATCH),
         "input_size": INPUT_SIZE,
         "model_kwargs": kw,
