@@ -18,8 +18,8 @@ from PIL import Image
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
-from ferkit.serve.app import create_app, sniff_format
 from ferkit.inference.recognizer import onnx_available
+from ferkit.serve.app import create_app, sniff_format
 from ferkit.serve.batcher import MicroBatcher, QueueFullError
 
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]

@@ -20,33 +20,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ferkit.models.input_config import TTA_MODES, check_tta_mode  # noqa: F401 - re-exported
+from ferkit.models.input_config import (  # noqa: F401 - re-exported
+    TTA_MODES,
+    center_crop,
+    check_tta_mode,
+    crop_offsets,
+)
 
 # The mode names live beside InputConfig (which records a file's default mode); both
 # modules are free of torch.
 check_mode = check_tta_mode
-
-
-def crop_offsets(side: int, size: int) -> list[tuple[int, int]]:
-    """(top, left) of the five crops (top-left, top-right, bottom-left, bottom-right, centre).
-
-    Raises:
-        ValueError: ``size`` larger than ``side``.
-    """
-    if size > side:
-        raise ValueError(f"crop size {size} is larger than the image side {side}")
-    c = round((side - size) / 2.0)
-    far = side - size
-    return [(0, 0), (0, far), (far, 0), (far, far), (c, c)]
-
-
-def center_crop(x, size: int):
-    """The centre ``size`` x ``size`` of a square (..., S, S) array or tensor (a view)."""
-    side = int(x.shape[-1])  # a constant when traced for ONNX: the graph's side is fixed
-    if side == size:
-        return x
-    t, left = crop_offsets(side, size)[4]
-    return x[..., t : t + size, left : left + size]
 
 
 def _flip(x):

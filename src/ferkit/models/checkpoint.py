@@ -297,6 +297,23 @@ def require_classifier(spec: dict, model: nn.Module | None = None) -> None:
         )
 
 
+#: File format name -> reader ``(loaded dict, path, map_location) -> (model, spec)`` for model
+#: files that are not one network (an ensemble); modules register theirs with
+#: :func:`register_format_reader`.
+FORMAT_READERS: dict = {}
+
+
+def register_format_reader(fmt: str, reader) -> None:
+    """Let :func:`load_model_any` read files whose ``format`` is ``fmt`` with ``reader``."""
+    FORMAT_READERS[fmt] = reader
+
+
+def _import_format_readers() -> None:
+    """Import the modules that register a format reader (the registry pattern of
+    :func:`ferkit.models.registry._import_families`: they import this module, not it them)."""
+    import ferkit.models.ensemble  # noqa: F401 - registers ENSEMBLE_FORMAT
+
+
 def load_model_any(ref, map_location="cpu") -> tuple[nn.Module, dict]:
     """Any saved model, read from disk once: a checkpoint, slim or ensemble file, a run
     folder, or a shipped name such as ``default``.
@@ -313,10 +330,10 @@ def load_model_any(ref, map_location="cpu") -> tuple[nn.Module, dict]:
     path = resolve_pretrained(ref)
     ckpt = read_checkpoint(path)
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
-    if fmt == ENSEMBLE_FORMAT:
-        from ferkit.models.ensemble import ensemble_from_checkpoint  # it imports this module
-
-        return ensemble_from_checkpoint(ckpt, path, map_location)
+    if isinstance(fmt, str) and fmt != SLIM_FORMAT:
+        _import_format_readers()
+        if fmt in FORMAT_READERS:
+            return FORMAT_READERS[fmt](ckpt, path, map_location)
     if isinstance(fmt, str) and fmt != SLIM_FORMAT:
         raise FerkitError(f"{path}: a {fmt!r} file, not a ferkit model ({SLIM_FORMAT!r}, a training "
                           f"checkpoint) or ensemble ({ENSEMBLE_FORMAT!r})")

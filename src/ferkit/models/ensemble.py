@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ferkit.data.transforms import prepare_batch
 from ferkit.errors import FerkitError
 from ferkit.models.checkpoint import (
     ENSEMBLE_FORMAT,
@@ -32,9 +31,11 @@ from ferkit.models.checkpoint import (
     build_model,
     load_model_any,
     read_checkpoint,
+    register_format_reader,
     require_classifier,
 )
 from ferkit.models.input_config import InputConfig
+from ferkit.models.preprocess import prepare_batch
 
 
 def member_probs(model: nn.Module, x01: torch.Tensor) -> torch.Tensor:
@@ -295,3 +296,6 @@ def ensemble_spec(ens: Ensemble, path) -> dict:
         "members": [s.get("model") or m.model_name for s, m in zip(ens.specs, ens.members)],
         "meta": dict(ens.meta),
     }
+
+
+register_format_reader(ENSEMBLE_FORMAT, ensemble_from_checkpoint)

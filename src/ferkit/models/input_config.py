@@ -130,3 +130,25 @@ class InputConfig:
 
 
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+
+def crop_offsets(side: int, size: int) -> list[tuple[int, int]]:
+    """(top, left) of the five crops (top-left, top-right, bottom-left, bottom-right, centre).
+
+    Raises:
+        ValueError: ``size`` larger than ``side``.
+    """
+    if size > side:
+        raise ValueError(f"crop size {size} is larger than the image side {side}")
+    c = round((side - size) / 2.0)
+    far = side - size
+    return [(0, 0), (0, far), (far, 0), (far, far), (c, c)]
+
+
+def center_crop(x, size: int):
+    """The centre ``size`` x ``size`` of a square (..., S, S) array or tensor (a view)."""
+    side = int(x.shape[-1])  # a constant when traced for ONNX: the graph's side is fixed
+    if side == size:
+        return x
+    t, left = crop_offsets(side, size)[4]
+    return x[..., t : t + size, left : left + size]

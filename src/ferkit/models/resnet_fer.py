@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+from ferkit.models.layers import PointwiseStridedConv2d
 from ferkit.models.registry import InputConfig, register_model
 
 
@@ -58,7 +59,7 @@ class ResNetFer(nn.Module):
             cout, stride = width * 2**i, 1 if i == 0 else 2
             down = None
             if stride != 1 or cin != cout:
-                down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+                down = nn.Sequential(PointwiseStridedConv2d(cin, cout, stride), nn.BatchNorm2d(cout))
             layer = [BasicBlock(cin, cout, stride, down)] + [BasicBlock(cout, cout) for _ in range(n - 1)]
             stages.append(nn.Sequential(*layer))
             cin = cout

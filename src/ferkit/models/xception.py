@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from ferkit.models.layers import PointwiseStridedConv2d
 from ferkit.models.registry import InputConfig, register_model
 
 
-def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, padding: int = 0, groups: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, k, stride=stride, padding=padding, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, bias=False), nn.BatchNorm2d(cout)]
 
 
 def separable(cin: int, cout: int) -> nn.Sequential:
@@ -39,7 +40,7 @@ class XceptionModule(nn.Module):
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.shortcut = nn.Sequential(*_conv_bn(cin, cout, k=1, stride=2))
+        self.shortcut = nn.Sequential(PointwiseStridedConv2d(cin, cout, 2), nn.BatchNorm2d(cout))
         self.body = nn.Sequential(separable(cin, cout), nn.ReLU(inplace=True), separable(cout, cout),
                                   nn.MaxPool2d(3, stride=2, padding=1))
 
