@@ -202,3 +202,61 @@ def test_a_misspelt_tta_preset_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["evaluate", "default", "--data", ".", "--tta", "2", "--tta-preset", "nope"])
     assert e.value.code == 2 and "unknown preset 'nope'" in capsys.readouterr().err
+
+
+class _FakeTrainer:
+    """What RunSchedule reads and writes of a Lightning Trainer."""
+
+    def __init__(self, epochs):
+        from types import SimpleNamespace
+
+        self.fit_loop = SimpleNamespace(max_epochs=epochs)
+        self.current_epoch = 0
+        self.check_val_every_n_epoch = 1
+
+    @property
+    def max_epochs(self):
+        return self.fit_loop.max_epochs
+
+
+def _plans(epoch_seconds, budget_s, epochs=50, steps_per_epoch=10, monkeypatch=None):
+    """Drive RunSchedule through epochs of the given lengths; the plan at each epoch's start."""
+    from types import SimpleNamespace
+
+    from ferkit.training import schedule
+
+    clock = [1000.0]
+    monkeypatch.setattr(schedule.time, "monotonic", lambda: clock[0])
+    sched = schedule.RunSchedule(budget_s=budget_s, margin=0.0)
+    trainer, module = _FakeTrainer(epochs), SimpleNamespace(schedule_steps=epochs * steps_per_epoch)
+    plans = []
+    for e, secs in enumerate(epoch_seconds):
+        if e >= trainer.max_epochs:
+            break
+        trainer.current_epoch = e
+        sched.on_train_epoch_start(trainer, module)
+        plans.append((trainer.max_epochs, module.schedule_steps))
+        clock[0] += secs
+    return plans
+
+
+def test_a_plan_shrunk_by_slow_epochs_grows_back_when_they_pass(monkeypatch):
+    # Epochs 2-3 slowed 3x by a job beside the run, then the machine is quiet again. The
+    # 3,000 s budget fits 26 epochs that way; the mean since the start shrank the plan to 10
+    # and kept it there (a session's run lost 7 epochs of 46 so).
+    secs = [100, 300, 300] + [100] * 60
+    plans = _plans(secs, budget_s=3000, epochs=50, monkeypatch=monkeypatch)
+    assert min(p for p, _ in plans) <= 10  # shrunk while slow
+    final, steps = plans[-1]
+    assert final >= 24  # grew back
+    assert steps == final * 10  # the cosine follows the plan
+    assert sum(secs[:final]) <= 3000 * 1.15  # and the run still ends inside its budget
+
+
+def test_a_plan_does_not_grow_past_half_way_or_the_recipe(monkeypatch):
+    # Slow from the start then much faster late: no growth after half of the plan.
+    secs = [100] + [200] * 6 + [20] * 40
+    plans = _plans(secs, budget_s=1400, epochs=50, monkeypatch=monkeypatch)
+    grown = [(i, a, b) for i, ((a, _), (b, _)) in enumerate(zip(plans, plans[1:])) if b > a]
+    assert all(i + 1 < 0.5 * a for i, a, _ in grown), grown
+    assert max(p for p, _ in plans) <= 50

@@ -62,14 +62,22 @@ class RunSchedule(Callback):
 
     With a budget, the first epoch (cuDNN autotuning, lazy initialisation) is not timed;
     at the start of every later epoch the mean epoch time since then (validation included)
-    decides how many epochs still fit, and ``max_epochs`` and the module's
-    ``schedule_steps`` only ever shrink to match: a run that slows down (another process
-    starts on the same GPU) still ends in time, and the cosine still reaches its floor.
+    the mean time of the last ``pace_window`` epochs (validation included) decides how many
+    epochs still fit, and ``max_epochs`` and the module's ``schedule_steps`` follow: a run
+    that slows down (another process starts on the same machine) still ends in time, and the
+    cosine still reaches its floor. A run that got faster again (its slow epochs were a
+    passing job beside it) grows back towards the recipe's epochs, but only in the first
+    ``grow_before`` of its plan, where the cosine's small step back up does no harm.
 
     The budget is the whole run's: the training time already spent (``elapsed_s``), the plan
     and the measured epoch time are saved in every checkpoint and restored by ``--resume``,
     so a run stopped and resumed any number of times ends on the budget it started with.
     """
+
+    #: epochs whose mean time paces the plan
+    pace_window = 3
+    #: a plan may grow back only before this share of its epochs
+    grow_before = 0.5
 
     def __init__(self, val_every: int = 1, ckpt_every: int = 1, last_ckpt: ModelCheckpoint | None = None,
                  budget_s: float | None = None, margin: float = 0.04, hard_factor: float | None = None,
@@ -90,6 +98,7 @@ class RunSchedule(Callback):
         self.epoch_seconds: float | None = None
         self.hard_stopped = False
         self._full: tuple[int | None, int] | None = None
+        self._durations: list[float] = []  # seconds of each timed epoch of this process
 
     def elapsed(self) -> float:
         """Training seconds of the whole run so far (earlier attempts included)."""
@@ -103,6 +112,7 @@ class RunSchedule(Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         e = trainer.current_epoch
         now = time.monotonic()
+        previous_start = self._epoch_start
         if self._t0 is None:  # the first epoch of this process (a fresh run or a resume)
             self._t0, self._epoch1 = now - self._elapsed_restored, e + 1
         elif self.log and self._epoch_start is not None:
@@ -117,7 +127,11 @@ class RunSchedule(Callback):
                 self.epoch_seconds = spent
                 self.shorten(trainer, pl_module, e + 1)
         if self._t_epoch1 is not None and e > self._epoch1:
-            self.epoch_seconds = (now - self._t_epoch1) / (e - self._epoch1)
+            self._durations.append(now - previous_start)
+            # The recent pace, not the mean since the start: epochs slowed by a passing job
+            # beside the run (a test file) would otherwise keep the plan short for good.
+            recent = self._durations[-self.pace_window:]
+            self.epoch_seconds = sum(recent) / len(recent)
         if self.budget_s is not None and self.epoch_seconds and (e > self._epoch1 or self._elapsed_restored):
             # Decided at the start of an epoch, so that the final epoch knows it is final
             # and validates (validation runs inside the epoch, before its end hooks). A
@@ -126,6 +140,11 @@ class RunSchedule(Callback):
             fit = e + max(1, int(left // self.epoch_seconds))
             if fit < trainer.max_epochs:
                 self.shorten(trainer, pl_module, fit)
+            elif (self._full is not None and trainer.max_epochs < self._full[1]
+                  and e < self.grow_before * trainer.max_epochs and fit > trainer.max_epochs):
+                # Faster than planned (the slow epochs are past): take back epochs, up to the
+                # recipe's, while the cosine is young enough that its step back up is small.
+                self.shorten(trainer, pl_module, min(fit, self._full[1]))
         final = self._is_final(trainer, e)
         # Lightning validates when (epoch + 1) % check_val_every_n_epoch == 0: 1 = now,
         # epoch + 2 = not now.
@@ -176,7 +195,8 @@ class RunSchedule(Callback):
         tqdm.write("; ".join(parts))  # on a line of its own, above a progress bar if one is drawn
 
     def shorten(self, trainer, pl_module, epochs: int) -> None:
-        """End the run after ``epochs`` epochs; the cosine schedule ends there too."""
+        """End the run after ``epochs`` epochs (fewer or, back up to the recipe's, more than
+        planned); the cosine schedule ends there too."""
         if self._full is None:  # scaled from the full plan each time: a resumed run that
             # shortens once to the saved plan gets the very step count of one shortened thrice
             self._full = (getattr(pl_module, "schedule_steps", None), trainer.max_epochs)
