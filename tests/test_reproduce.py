@@ -129,6 +129,57 @@ def test_publish_copies_the_page_figures_and_run_files_into_docs(fer, tmp_path, 
     assert (docs / "wiranata" / "runs" / "random-init" / "metrics.csv").is_file()
 
 
+@pytest.mark.parametrize("paper,kept,rebuilt", [("wiranata", "cae", "cae-init"), ("boulis", "baseline", "ensemble")])
+def test_a_published_page_carries_finished_rows_to_a_fresh_machine(paper, kept, rebuilt, fer, tmp_path, capsys):
+    """Run folders do not outlive their machine; the page published into the repository
+    does. On a fresh machine (an empty --out) the same command restores the rows finished
+    on the page instead of training them again, with their measurements, and the network a
+    later row builds on (the CAE, an ensemble's members) as a small fp16 model.pt."""
+    docs = tmp_path / "docs"
+    argv = ["reproduce", paper, "--data", str(fer), "--scale", "toy", "--no-progress", "--device", "cpu",
+            "--publish", str(docs)]
+    assert main([*argv, "--out", str(tmp_path / "machine1")]) == 0
+    first = _table(tmp_path / "machine1", paper)
+    assert (docs / paper / "runs" / kept / "model.pt").is_file()
+    assert (docs / paper / "runs" / kept / "measures.json").is_file()
+    capsys.readouterr()
+
+    import ferkit.reproductions as repro
+
+    trained = []
+    real = repro.train_row
+    repro.train_row = lambda row, *a, **k: trained.append(row.id) or real(row, *a, **k)
+    try:
+        assert main([*argv, "--out", str(tmp_path / "machine2")]) == 0
+    finally:
+        repro.train_row = real
+    assert "restored from" in capsys.readouterr().out
+    assert trained == []  # nothing trained again
+    second = _table(tmp_path / "machine2", paper)
+    for a, b in zip(first["rows"], second["rows"]):
+        assert (a["row"], a.get("status"), a.get("ours")) == (b["row"], b.get("status"), b.get("ours"))
+        if a.get("run"):
+            assert b["run"]["epochs_trained"] == a["run"]["epochs_trained"]
+    # the network a later row builds on came back: the later row could be measured anew
+    assert (tmp_path / "machine2" / paper / kept / "model.pt").is_file()
+    assert any(r["row"] == rebuilt and r.get("ours") for r in second["rows"])
+
+
+def test_a_row_a_later_one_needs_is_trained_again_when_its_network_was_not_kept(fer, tmp_path, capsys):
+    docs = tmp_path / "docs"
+    argv = ["reproduce", "wiranata", "--data", str(fer), "--scale", "toy", "--no-progress", "--device", "cpu",
+            "--publish", str(docs)]
+    assert main([*argv, "--out", str(tmp_path / "m1")]) == 0
+    (docs / "wiranata" / "runs" / "cae" / "model.pt").unlink()  # as if it had been too big to keep
+    for row in ("cae-init", "random-init"):  # the rows after it are not finished on the page
+        shutil.rmtree(docs / "wiranata" / "runs" / row, ignore_errors=True)
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "m2")]) == 0
+    out = capsys.readouterr().out
+    assert "cae: finished on the page, but cae-init needs its network" in out
+    assert _table(tmp_path / "m2", "wiranata")["rows"][1]["status"] == "done"
+
+
 def test_stop_after_is_one_clock_for_the_whole_command(fer, tmp_path, capsys, monkeypatch):
     """--stop-after N ends the command N minutes after it started, across rows: a row gets
     what is left, and a row with under half a minute left is not started."""

@@ -38,8 +38,10 @@ def add_parser(sub):
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: evaluate the finished rows and write the table (and --publish it)")
     p.add_argument("--publish", type=out_folder, metavar="DIR",
-                   help="also copy the page to DIR/PAPER.md with its figures and run summaries in "
-                   "DIR/PAPER/ (e.g. docs/reproductions), even when the run stops for now")
+                   help="also copy the page to DIR/PAPER.md with its figures, run summaries and "
+                   "measurements in DIR/PAPER/ (e.g. docs/reproductions), even when the run stops for "
+                   "now; rows finished there and missing from --out (another machine did them) are "
+                   "restored from it and not trained again")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
@@ -80,7 +82,7 @@ def run(args) -> int:
     try:
         reproduce(args.paper, args.data, args.out, budget_min=args.budget_min, stop_after=args.stop_after,
                   scale=args.scale, device=args.device, progress=not args.no_progress,
-                  report_only=args.report_only)
+                  report_only=args.report_only, restore=args.publish)
     except RunStopped as stop:
         if args.publish:
             print(f"published {publish(folder, Path(args.publish))} (the table so far)", file=sys.stderr)

@@ -76,11 +76,9 @@ def onnx_bytes(model, spec: dict, opset: int = OPSET, *, fp16_storage: bool = Tr
             input_names=["input"],
             output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            # Folding merges each BatchNorm into its convolution, whose weights then stop
-            # being fp16 values and are stored in fp32: unfolded, a --half model's ONNX file
-            # is half the size (width-32 vgg-fer 8.9 -> 6.6 MB; full width 25 -> 15.7 MB,
-            # under the 16 MiB a shipped file may have), and onnxruntime fuses Conv+BN when
-            # the session is created, so it computes the same thing as fast.
+            # Folding BatchNorm into the convolutions makes their fp16 weights fp32 values:
+            # unfolded, a --half model's file is half the size (vgg-fer 25 -> 15.7 MB), and
+            # onnxruntime fuses Conv+BN when the session is created (same speed).
             do_constant_folding=not fp16_storage,
         )
     proto = onnx.load_from_string(buf.getvalue())

@@ -35,6 +35,16 @@ import yaml
 
 from ferkit.errors import FerkitError
 from ferkit.reproductions.report import markdown, publish, write_report  # noqa: F401 - markdown, publish: re-exported
+from ferkit.reproductions.restore import (
+    _refs,
+    _state,
+    keep_model,
+    needed_rows,
+    restore_rows,
+    row_model,
+    save_measures,
+    stored_measure,
+)
 
 PAPERS_DIR = Path(__file__).resolve().parent / "papers"
 TOY = {"epochs": 2, "early_stopping_patience": None, "warmup_epochs": 0.0, "precision": "32-true"}
@@ -119,10 +129,6 @@ def load_paper(name: str) -> Paper:
     return paper
 
 
-def _refs(sets: dict) -> list[str]:
-    return [v[5:].split("}", 1)[0] for v in sets.values() if isinstance(v, str) and v.startswith("{row:")]
-
-
 def check_corpus(paper: Paper, data) -> str:
     """The dataset layout of ``data`` when it is one the paper uses.
 
@@ -143,14 +149,6 @@ def check_corpus(paper: Paper, data) -> str:
         raise FerkitError(f"{paper.name} needs {paper.needs}; {data} looks like {found!r}, not "
                           f"{' or '.join(repr(c) for c in paper.corpus)}")
     return found
-
-
-def _state(run_dir: Path) -> str:
-    if (run_dir / "summary.json").is_file():
-        return "done"
-    if (run_dir / "last.ckpt").is_file():
-        return "stopped"
-    return "new"
 
 
 def plan(paper: Paper, folder: Path, budget_min: float | None) -> list[dict]:
@@ -189,7 +187,8 @@ def _overrides(row: Row, folder: Path, scale: str, budget_min: float | None) -> 
     for k, v in row.sets.items():
         if isinstance(v, str) and v.startswith("{row:"):
             ref, rest = v[5:].split("}", 1)
-            v = str(folder / ref) + rest
+            # a row restored from a published page has its network as model.pt
+            v = str(row_model(folder, ref)) if rest == "/best.ckpt" else str(folder / ref) + rest
         sets[k] = v
     if scale == "toy":
         sets = {**sets, **TOY, **row.toy}
@@ -231,16 +230,19 @@ def measure_row(row: Row, paper: Paper, data, folder: Path, *, device: str, prog
 
     if row.model:
         members = [resolve_pretrained(row.model)]
-    elif row.ensemble:
-        members = [folder / m / "best.ckpt" for m in row.ensemble]
     else:
-        members = [folder / row.id / "best.ckpt"]
+        members = [row_model(folder, m) for m in row.ensemble or [row.id]]
     cache_file = folder / row.id / "reproduce.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
-    stamp = [os.path.getmtime(m) for m in members]
+    have = all(p.is_file() for p in members)  # a restored row may have its measurements only
+    stamp = [os.path.getmtime(m) for m in members] if have else None
     out = {}
     for m in row.measures:
         split = m.split or paper.split
+        if not have:
+            if (got := stored_measure(folder / row.id, m, paper.split)) is not None:
+                out[m.name] = got
+            continue
         key = json.dumps([m.name, m.tta, m.distortion, split, stamp])
         if key not in cache:
             rep = evaluate_checkpoints([str(p) for p in members], data, split, tta=m.tta,
@@ -250,6 +252,7 @@ def measure_row(row: Row, paper: Paper, data, folder: Path, *, device: str, prog
         out[m.name] = cache[key]
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     cache_file.write_text(json.dumps(cache, indent=1))
+    save_measures(row, out, folder / row.id, paper.split)
     return out
 
 
@@ -262,10 +265,13 @@ def _run_facts(run_dir: Path) -> dict:
 
 def reproduce(name: str, data, out="reproductions", *, budget_min: float | None = None,
               stop_after: float | None = None, scale: str = "full", device: str = "auto",
-              progress: bool = True, report_only: bool = False) -> dict:
+              progress: bool = True, report_only: bool = False, restore=None) -> dict:
     """Run paper ``name``'s rows (see the module docstring); returns the table as a dict.
 
     ``report_only``: train nothing; measure the finished rows and write the table.
+    ``restore``: a folder a page was published into (``--publish``): the rows finished
+    there and missing from ``out`` are copied back and not trained again
+    (:mod:`ferkit.reproductions.restore`).
 
     Raises:
         FerkitError: unknown paper, missing or wrong corpus (one line), bad values.
@@ -279,11 +285,13 @@ def reproduce(name: str, data, out="reproductions", *, budget_min: float | None 
     layout = check_corpus(paper, data)
     folder = Path(out) / paper.name
     folder.mkdir(parents=True, exist_ok=True)
+    if restore is not None and (got := restore_rows(paper, folder, Path(restore))):
+        print(f"restored from {restore}: {', '.join(got)} (finished on an earlier machine)", flush=True)
     rows = plan(paper, folder, budget_min)
     print(format_plan(paper, rows, budget_min), flush=True)
     started = time.strftime("%Y-%m-%d %H:%M")
     deadline = None if stop_after is None else time.monotonic() + 60 * stop_after
-    results = []
+    results, needed = [], needed_rows(paper)
     try:
         for row, p in zip(paper.rows, rows):
             res = {"row": row.id, "label": row.label, "recipe": row.recipe, "note": row.note,
@@ -305,6 +313,8 @@ def reproduce(name: str, data, out="reproductions", *, budget_min: float | None 
                                      message=f"--stop-after {stop_after:g} min reached before row {row.id!r}")
                 train_row(row, data, folder, scale=scale, budget_min=p["budget_min"], stop_after=left,
                           device=device, progress=progress)
+            if trained and row.id in needed:
+                keep_model(folder, row)  # small enough: the page keeps it for later machines
             res["status"] = "done"
             res["run"] = _run_facts(folder / row.id) if trained else None
             res["ours"] = measure_row(row, paper, data, folder, device=device, progress=progress)

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ferkit.reproductions.layout import FIGURES_DIR, MEASURES_FILE, RUN_FILES, RUNS_DIR
+
 if TYPE_CHECKING:
     from ferkit.reproductions import Paper
 
@@ -97,11 +99,6 @@ def write_report(paper: Paper, results: list[dict], folder: Path, *, data, layou
     return table
 
 
-FIGURES_DIR, RUNS_DIR = "figures", "runs"
-#: What of a row's run folder a report keeps beside it (small; never the checkpoints).
-RUN_FILES = ("summary.json", "metrics.csv", "config.yaml")
-
-
 def _write_figures(table: dict, folder: Path) -> dict:
     """``figures/paper-vs-ours.png``, each trained row's curves in ``figures/`` and its small
     run files in ``runs/ROW/``; returns {key: path relative to ``folder``}."""
@@ -116,6 +113,9 @@ def _write_figures(table: dict, folder: Path) -> dict:
         out["bars"] = f"{FIGURES_DIR}/paper-vs-ours.png"
     for r in table["rows"]:
         run = folder / r["row"]
+        if (run / MEASURES_FILE).is_file() and r.get("status") == "done":  # every measured row, trained or not
+            (folder / RUNS_DIR / r["row"]).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(run / MEASURES_FILE, folder / RUNS_DIR / r["row"] / MEASURES_FILE)
         if not (run / "summary.json").is_file():
             continue  # not a finished training run (an ensemble row, a stopped one)
         if (run / "curves.png").is_file():
