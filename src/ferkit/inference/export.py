@@ -26,6 +26,7 @@ from ferkit.errors import FerkitError
 
 # Re-exported: callers used to import the runtime half from here.
 from ferkit.inference.onnx_runtime import META_PREFIX, onnx_session, require, softmax
+from ferkit.inference.quantize import quantize_int8
 
 OPSET = 17
 #: No shipped file over this size (MiB): a bigger graph's weights go to files beside it.
@@ -45,7 +46,7 @@ def load_model(ref: str | os.PathLike = "default"):
     return model, spec, path
 
 
-def onnx_bytes(model, spec: dict, opset: int = OPSET, *, fp16_storage: bool = True) -> bytes:
+def onnx_bytes(model, spec: dict, opset: int = OPSET, *, fp16_storage: bool = True, fold: bool | None = None) -> bytes:
     """Serialise ``model`` to ONNX with a dynamic batch axis and ferkit metadata.
 
     ``fp16_storage``: store weights that are exactly fp16 values as fp16 (see
@@ -79,7 +80,7 @@ def onnx_bytes(model, spec: dict, opset: int = OPSET, *, fp16_storage: bool = Tr
             # Folding BatchNorm into the convolutions makes their fp16 weights fp32 values:
             # unfolded, a --half model's file is half the size (vgg-fer 25 -> 15.7 MB), and
             # onnxruntime fuses Conv+BN when the session is created (same speed).
-            do_constant_folding=not fp16_storage,
+            do_constant_folding=not fp16_storage if fold is None else fold,
         )
     proto = onnx.load_from_string(buf.getvalue())
     meta = {
@@ -300,44 +301,6 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def quantize_int8(fp32_onnx: bytes, version_suffix: str = "-int8") -> bytes:
-    """int8 dynamic quantization of a ferkit ONNX graph (float32 initializers).
-
-    The weights of MatMul/Gemm (fully connected) layers become int8 and their
-    activations are quantized on the fly (``onnxruntime.quantization.
-    quantize_dynamic``). Convolutions stay float: as ``ConvInteger`` they ran about
-    4x slower on onnxruntime's CPU kernels (benchmarks/bench_quantize.py --ops all).
-    The ferkit metadata is kept; ``ferkit.version`` gets ``version_suffix`` and
-    ``ferkit.quantization`` says what was done.
-    """
-    onnx = require("onnx", "pip install 'ferkit[train]'")
-    import tempfile
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(fp32_onnx)
-        meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
-        quantize_dynamic(
-            str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
-        )
-        proto = onnx.load(str(dst))
-    meta[META_PREFIX + "version"] = meta.get(META_PREFIX + "version", "") + version_suffix
-    meta[META_PREFIX + "quantization"] = "int8 dynamic, MatMul/Gemm weights (onnxruntime)"
-    # The source's measured figures (accuracy, speed) are the fp32 model's, not this one's.
-    own = json.loads(meta.get(META_PREFIX + "meta") or "{}")
-    for key in ("publictest", "val", "speed"):
-        own.pop(key, None)
-    meta[META_PREFIX + "meta"] = json.dumps(own, sort_keys=True, default=str)
-    del proto.metadata_props[:]
-    for k, v in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    proto.producer_name = "ferkit"
-    return proto.SerializeToString()
-
-
 def export_shipped(names=None, *, opset: int = OPSET, tol: float = 1e-4) -> list[dict]:
     """Regenerate ``ferkit/weights/<name>.onnx`` from ``<name>.pt`` for shipped models.
 
@@ -377,7 +340,12 @@ def export_shipped(names=None, *, opset: int = OPSET, tol: float = 1e-4) -> list
         spec["source_sha256"] = file_sha256(src)
         out = shipped_path(name, "onnx")
         if name in QUANTIZED:
-            data = quantize_int8(onnx_bytes(model, spec, opset, fp16_storage=False))
+            # from the unfolded graph: the convolutions keep the .pt's fp16 values, stored as fp16
+            onnx = require("onnx", "pip install 'ferkit[train]'")
+            proto = onnx.load_from_string(quantize_int8(onnx_bytes(model, spec, opset, fp16_storage=False,
+                                                                   fold=False)))
+            _fp16_storage(proto)
+            data = proto.SerializeToString()
         else:
             data = onnx_bytes(model, spec, opset)
         # Written and checked in a scratch folder beside the package's files, then moved in:
