@@ -21,7 +21,6 @@ KNOWN = {
     "data/fer2013.py:index_fer2013_csv",
     "data/fer2013.py:index_fer2013_folders",
     "data/images.py:is_image_file",
-    "data/transforms.py:to_float",
     "data/transforms.py:BatchAugment.extra_repr",
     "data/transforms.py:BatchAugment.forward",
 }

@@ -27,6 +27,7 @@ def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtyp
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (0-255) -> float32 in [0, 1]; a float tensor is taken as [0, 1] already."""
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
