@@ -79,19 +79,25 @@ def main() -> int:
         print(f"no FER2013 folders at {args.data}", file=sys.stderr)
         return 2
 
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from ferkit.inference.export import load_model, onnx_bytes
+    from ferkit.inference.export import _fp16_storage, load_model, onnx_bytes
     from ferkit.inference.pretrained import shipped_path
     from ferkit.inference.recognizer import Recognizer
 
     model, spec, _ = load_model("default")
     tmp = Path(tempfile.mkdtemp())
     fp32 = tmp / "fp32.onnx"
-    fp32.write_bytes(onnx_bytes(model, spec, fp16_storage=False))
+    # as `ferkit export --shipped` makes default-int8: BatchNorm unfolded, so the convolutions
+    # keep the .pt's fp16 values and are stored in fp16 after quantization
+    fp32.write_bytes(onnx_bytes(model, spec, fp16_storage=False, fold=False))
     int8 = args.out or tmp / "int8.onnx"
     ops = None if args.ops == "all" else args.ops.split(",")
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=ops)
+    proto = onnx.load(str(int8))
+    _fp16_storage(proto)
+    Path(int8).write_bytes(proto.SerializeToString())
 
     shipped = Recognizer.from_pretrained(shipped_path("default", "onnx"), threads=args.threads)
     quant = Recognizer.from_pretrained(int8, backend="onnx", threads=args.threads)
