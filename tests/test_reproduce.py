@@ -289,3 +289,18 @@ def test_ayadi_runs_at_toy_scale_on_generated_ravdess_clips(tmp_path, capsys):
     rows = _table(out, "ayadi")["rows"]
     assert rows[0]["status"].startswith("needs ImageNet VGG16 weights")
     assert rows[1]["status"] == "done" and rows[1]["ours"]["plain"]["n"] == 12  # actor 21: 6 clips x 2 frames
+
+
+def test_a_damaged_measures_file_is_a_missing_measurement_not_a_crash(tmp_path):
+    from ferkit.reproductions import Measure
+    from ferkit.reproductions.restore import stored_measure
+
+    run = tmp_path / "row"
+    run.mkdir()
+    m = Measure(name="plain")
+    assert stored_measure(run, m, "test") is None  # no file
+    for text in ("{not json", "[1, 2]", '{"plain": {"tta": null, "distortion": null, "split": "val", "accuracy": 50}}'):
+        (run / "measures.json").write_text(text)
+        assert stored_measure(run, m, "test") is None  # broken, not an object, or taken another way
+    (run / "measures.json").write_text('{"plain": {"tta": null, "distortion": null, "split": "test", "accuracy": 61.5}}')
+    assert stored_measure(run, m, "test") == {"accuracy": 61.5}

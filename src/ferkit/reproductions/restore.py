@@ -92,10 +92,10 @@ def save_measures(row: Row, ours: dict, run_dir: Path, split: str) -> None:
 
 def stored_measure(run_dir: Path, m, split: str) -> dict | None:
     """A measurement read back from ``measures.json`` when it was taken the same way."""
-    f = run_dir / MEASURES_FILE
-    if not f.is_file():
+    try:
+        got = json.loads((run_dir / MEASURES_FILE).read_text()).get(m.name)
+    except (OSError, ValueError, AttributeError):  # missing, unreadable or not a JSON object
         return None
-    got = json.loads(f.read_text()).get(m.name)
     if not got or (got.get("tta"), got.get("distortion"), got.get("split")) != (m.tta, m.distortion, m.split or split):
         return None
     return {k: v for k, v in got.items() if k not in ("tta", "distortion", "split")}
