@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 
@@ -257,6 +258,6 @@ def test_a_plan_does_not_grow_past_half_way_or_the_recipe(monkeypatch):
     # Slow from the start then much faster late: no growth after half of the plan.
     secs = [100] + [200] * 6 + [20] * 40
     plans = _plans(secs, budget_s=1400, epochs=50, monkeypatch=monkeypatch)
-    grown = [(i, a, b) for i, ((a, _), (b, _)) in enumerate(zip(plans, plans[1:])) if b > a]
+    grown = [(i, a, b) for i, ((a, _), (b, _)) in enumerate(itertools.pairwise(plans)) if b > a]
     assert all(i + 1 < 0.5 * a for i, a, _ in grown), grown
     assert max(p for p, _ in plans) <= 50

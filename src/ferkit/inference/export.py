@@ -52,6 +52,8 @@ def onnx_bytes(model, spec: dict, opset: int = OPSET, *, fp16_storage: bool = Tr
     ``fp16_storage``: store weights that are exactly fp16 values as fp16 (see
     :func:`_fp16_storage`); turn it off for tools that expect plain float32
     initializers (e.g. ``onnxruntime.quantization``).
+    ``fold``: fold BatchNorm into the convolutions (default: only without
+    ``fp16_storage``, where it would turn fp16 weights into fp32 values).
     """
     import torch
 

@@ -334,7 +334,6 @@ def load_model_any(ref, map_location="cpu") -> tuple[nn.Module, dict]:
         _import_format_readers()
         if fmt in FORMAT_READERS:
             return FORMAT_READERS[fmt](ckpt, path, map_location)
-    if isinstance(fmt, str) and fmt != SLIM_FORMAT:
         raise FerkitError(f"{path}: a {fmt!r} file, not a ferkit model ({SLIM_FORMAT!r}, a training "
                           f"checkpoint) or ensemble ({ENSEMBLE_FORMAT!r})")
     return _model_from_checkpoint(ckpt, path, map_location)

@@ -60,9 +60,9 @@ class RunSchedule(Callback):
             said (a plan that proved wrong: the machine slowed down).
         log: print one line per epoch (losses, accuracy, learning rate, epoch time, ETA).
 
-    With a budget, the first epoch (cuDNN autotuning, lazy initialisation) is not timed;
-    at the start of every later epoch the mean epoch time since then (validation included)
-    the mean time of the last ``pace_window`` epochs (validation included) decides how many
+    With a budget, the first epoch (cuDNN autotuning, lazy initialisation) is not timed; at
+    the start of every later epoch the mean time of the last ``pace_window`` epochs
+    (validation included) decides how many
     epochs still fit, and ``max_epochs`` and the module's ``schedule_steps`` follow: a run
     that slows down (another process starts on the same machine) still ends in time, and the
     cosine still reaches its floor. A run that got faster again (its slow epochs were a
