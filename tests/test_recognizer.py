@@ -234,6 +234,12 @@ def test_detector_none_classifies_the_whole_image(slim):
     assert [f.box for f in faces] == [(0, 0, 48, 48)]
 
 
+def test_unknown_model_name_lists_the_shipped_ones():
+    # "accurate" before it ships: the error says which names exist instead of only "no such file".
+    with pytest.raises(FerkitError, match=r"no such model file or shipped model \(shipped: default, default-int8"):
+        Recognizer.from_pretrained("accurate")
+
+
 def test_default_model_missing_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(FerkitError, match="default.*not installed"):

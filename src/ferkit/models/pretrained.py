@@ -76,8 +76,10 @@ def resolve_pretrained(name: str | os.PathLike = "default", *, prefer: str = "to
         return path
     if path.is_dir() and (path / "best.ckpt").is_file():
         return path / "best.ckpt"  # a `ferkit train` run folder
+    shipped = ", ".join(list_pretrained()) or "none installed"
     raise FerkitError(
-        f"{key}: no such model file (expected 'default', a .ckpt/.pt checkpoint, an .onnx file or a run folder)"
+        f"{key}: no such model file or shipped model (shipped: {shipped}; or a .ckpt/.pt "
+        "checkpoint, an .onnx file or a run folder)"
     )
 
 
