@@ -1,0 +1,53 @@
+"""tools/diagnostics/class_weighted_nll.py on two toy runs (one class-weighted)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from conftest import write_class_tree  # noqa: E402
+from ferkit.cli import main  # noqa: E402
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "diagnostics" / "class_weighted_nll.py"
+FAST = ["--no-progress", "--device", "cpu", "--epochs", "1", "--limit-batches", "1"]
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("class_weighted_nll", TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(data: Path, out: Path, recipe: str) -> Path:
+    assert main(["train", recipe, "--data", str(data), "--out", str(out), *FAST]) == 0
+    (run,) = out.iterdir()
+    return run
+
+
+def test_weighted_and_plain_nll_of_two_runs(tmp_path, capsys):
+    data = write_class_tree(tmp_path / "data", n=12)
+    plain = _run(data, tmp_path / "plain", "boulis-baseline")
+    weighted = _run(data, tmp_path / "weighted", "boulis-baseline-weighted")
+    tool = _tool()
+    capsys.readouterr()
+    assert tool.main([str(plain), str(weighted), "--data", str(data), "--weights-from", str(weighted)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("class weights: ") and len(out[0].split(",")) == 7
+    assert [line.split(":")[0] for line in out[1:]] == [str(plain), str(weighted)]
+    r = tool.weighted_nll(weighted, str(data), __import__("torch").ones(7))
+    # with every weight 1 the weighted loss is the plain loss
+    assert r["weighted_nll"] == pytest.approx(r["nll"], rel=1e-5) and r["n"] > 0
+
+
+def test_an_unweighted_run_as_the_weight_source_is_a_one_line_error(tmp_path, capsys):
+    data = write_class_tree(tmp_path / "data", n=12)
+    plain = _run(data, tmp_path / "plain", "boulis-baseline")
+    capsys.readouterr()
+    assert _tool().main([str(plain), "--data", str(data), "--weights-from", str(plain)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no class_weights" in err[0]
