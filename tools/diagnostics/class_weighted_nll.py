@@ -57,15 +57,23 @@ def main(argv: list[str] | None = None) -> int:
         if not hp.get("class_weights"):
             raise FerkitError(f"{args.weights_from}/hparams.yaml has no class_weights (not a weighted run)")
         w = torch.tensor(hp["class_weights"], dtype=torch.float32)
-        print(f"class weights: {', '.join(f'{v:.2f}' for v in w.tolist())}")
-        for run in args.runs:
-            r = weighted_nll(run, args.data, w, args.split)
-            print(f"{run}: weighted NLL {r['weighted_nll']:.4f}, NLL {r['nll']:.4f}, "
-                  f"accuracy {100 * r['accuracy']:.2f}% ({r['n']} faces, {args.split})")
     except (FerkitError, OSError) as e:
         print(f"class_weighted_nll: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    print(f"class weights: {', '.join(f'{v:.2f}' for v in w.tolist())}")
+    failed = 0
+    for run in args.runs:  # a bad run is reported and skipped; the others are still measured
+        try:
+            r = weighted_nll(run, args.data, w, args.split)
+        except (FerkitError, OSError) as e:
+            print(f"class_weighted_nll: error: {run}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{run}: weighted NLL {r['weighted_nll']:.4f}, NLL {r['nll']:.4f}, "
+              f"accuracy {100 * r['accuracy']:.2f}% ({r['n']} faces, {args.split})")
+    if failed:
+        print(f"class_weighted_nll: {failed} of {len(args.runs)} runs skipped", file=sys.stderr)
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":
