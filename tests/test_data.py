@@ -15,7 +15,7 @@ from ferkit.data import FerDataset, build_dataset, class_weights, detect_source,
 from ferkit.data.images import ImageDecodeError, decode_image
 from ferkit.data.splits import group_split, stratified_split
 from ferkit.data.transforms import PRESETS, BatchAugment, make_augment, prepare_batch
-from ferkit.errors import DataError
+from ferkit.errors import DataError, tally
 from ferkit.labels import FER7
 from ferkit.models import InputConfig
 
@@ -54,6 +54,16 @@ def test_fer_csv_bad_rows_skipped_and_counted(tmp_path):
     assert any("Usage" in k for k in idx.skipped)
 
 
+def test_fer_csv_without_a_valid_row_names_the_reasons(tmp_path):
+    # was "no valid rows ({'pixel string ... (lines 2, 3)': 2})": a Python dict in a user's error
+    p = tmp_path / "f.csv"
+    p.write_text("emotion,pixels,Usage\n3,1 2 3,Training\n4,1 2,Training\n")
+    with pytest.raises(DataError) as e:
+        load_index(p, "train", val_fraction=0)
+    assert str(e.value).endswith("no valid rows (1x pixel string of length 2, not 2304 (line 3), "
+                                 "1x pixel string of length 3, not 2304 (line 2))")
+
+
 def test_fer_csv_wrong_header(tmp_path):
     p = tmp_path / "x.csv"
     p.write_text("label,image\n1,2\n")
@@ -69,6 +79,22 @@ def test_nonexistent_path():
 def test_empty_folder(tmp_path):
     with pytest.raises(DataError, match="no images"):
         load_index(tmp_path, "train", val_fraction=0)
+
+
+def test_folder_without_emotion_folders_counts_each_reason(tmp_path):
+    # was "(3 image outside any emotion folder, 1 not an image file)": a count before a singular noun
+    for i in range(3):
+        Image.new("L", (48, 48)).save(tmp_path / f"face{i}.png")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError) as e:
+        load_index(tmp_path, "train", val_fraction=0)
+    assert "(3x image outside any emotion folder, 1x not an image file)" in str(e.value)
+
+
+def test_tally_counts_reasons_most_frequent_first():
+    assert tally({"not an image file": 1, "corrupt or unreadable image": 2}) == (
+        "2x corrupt or unreadable image, 1x not an image file")
+    assert tally({}) == ""
 
 
 def test_class_tree_with_synonyms_and_unknown_class(tmp_path):

@@ -52,9 +52,9 @@ def test_folder_with_bad_files_exits_1_and_counts_them(slim, mixed_folder, capsy
         assert set(r["scores"]) == set(FER7) and r["label"] in FER7 and len(r["box"]) == 4
     summary = err.strip().splitlines()[-1]
     assert "3 image(s) (1 with no face)" in summary and "2 face(s)" in summary
-    assert "1 input(s) skipped: 1 corrupt or unreadable image" in summary
+    assert "1 input(s) skipped: 1x corrupt or unreadable image" in summary
     # A text file beside the photos is harmless: ignored and counted, not an error.
-    assert "1 file(s) ignored: 1 not an image or video file (notes.txt)" in summary
+    assert "1 file(s) ignored: 1x not an image or video file (notes.txt)" in summary
     assert "skipped " + str(mixed_folder / "broken.jpg") in err  # one line per skipped input
 
 
@@ -173,10 +173,10 @@ def test_bad_inputs_and_usage_errors(slim, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert rc == 1
     for reason in (
-        "1 image too large (refused)",
-        "1 unreadable video",
-        "1 no such file or folder",
-        "1 webcam not available",
+        "1x image too large (refused)",
+        "1x unreadable video",
+        "1x no such file or folder",
+        "1x webcam not available",
     ):
         assert reason in err, err
     assert main(["predict", "--model", slim]) == 2  # no input at all

@@ -40,7 +40,7 @@ def test_dangling_symlink_is_skipped_and_the_good_photo_processed(slim, tmp_path
     rc, recs, summary, err = _run(capsys, tmp_path, "--model", slim)
     assert rc == 1
     assert [Path(r["source"]).name for r in recs] == ["good.png"]
-    assert "1 input(s) skipped: 1 broken symbolic link" in summary
+    assert "1 input(s) skipped: 1x broken symbolic link" in summary
     assert f"skipped {tmp_path / 'x.jpg'}: broken symbolic link" in err
 
 
@@ -50,10 +50,10 @@ def test_other_files_in_a_folder_are_ignored_not_errors(slim, tmp_path, capsys):
     (tmp_path / "a.json").write_text("{}")
     rc, recs, summary, _ = _run(capsys, tmp_path, "--model", slim)
     assert rc == 0 and len(recs) == 1
-    assert "2 file(s) ignored: 2 not an image or video file (README.txt, a.json)" in summary
+    assert "2 file(s) ignored: 2x not an image or video file (README.txt, a.json)" in summary
     # Named on the command line, the same text file is an error.
     rc, recs, summary, _ = _run(capsys, tmp_path / "README.txt", "--model", slim)
-    assert rc == 1 and "1 input(s) skipped: 1 not an image or video file" in summary
+    assert rc == 1 and "1 input(s) skipped: 1x not an image or video file" in summary
 
 
 def test_glob_matches_extensions_in_any_case_like_folder_scans(slim, tmp_path, capsys):
@@ -64,7 +64,7 @@ def test_glob_matches_extensions_in_any_case_like_folder_scans(slim, tmp_path, c
     # Overlapping patterns read each file once; the repeats are ignored, not errors.
     rc, recs, summary, _ = _run(capsys, tmp_path / "*.JPG", tmp_path / "*.jp*g", "--model", slim)
     assert rc == 0 and sorted(Path(r["source"]).name for r in recs) == ["a.JPG", "b.jpg", "c.Jpeg"]
-    assert "2 file(s) ignored: 2 already read" in summary
+    assert "2 file(s) ignored: 2x already read" in summary
     assert case_insensitive_pattern("Shots/*.jpg") == "Shots/*.[jJ][pP][gG]"  # folders keep their case
     assert case_insensitive_pattern("x[ab].png") == "[xX][abAB].[pP][nN][gG]"
     # Ranges get the other case as a range (not 'aA-zZ', which spans punctuation).
@@ -83,8 +83,8 @@ def test_symlink_loops_terminate_and_each_file_is_read_once(slim, tmp_path, caps
     (root / "self.jpg").symlink_to(root / "self.jpg")  # a link to itself
     rc, recs, summary, _ = _run(capsys, root, "--model", slim)
     assert sorted(Path(r["source"]).name for r in recs) == ["a.png", "b.png"]
-    assert rc == 1 and "1 input(s) skipped: 1 symbolic link loop" in summary
-    assert "3 file(s) ignored: 3 already read" in summary
+    assert rc == 1 and "1 input(s) skipped: 1x symbolic link loop" in summary
+    assert "3 file(s) ignored: 3x already read" in summary
 
 
 def test_fifo_and_folder_named_like_an_image(slim, tmp_path, capsys):
@@ -108,7 +108,7 @@ def test_fifo_and_folder_named_like_an_image(slim, tmp_path, capsys):
     finally:
         done.set()
     assert sorted(Path(r["source"]).name for r in recs) == ["a.png", "b.png"]
-    assert rc == 1 and "1 input(s) skipped: 1 not a regular file (FIFO, socket or device)" in summary
+    assert rc == 1 and "1 input(s) skipped: 1x not a regular file (FIFO, socket or device)" in summary
     # A glob matching the folder reads what is inside it.
     assert [k for k, *_ in _walk(str(tmp_path / "*.jpg"))] == ["image", "skipped"]
 

@@ -95,7 +95,7 @@ def test_a_failed_write_is_reported_not_counted(slim, tmp_path, capsys):
     rc, out, summary = _run(capsys, "--demo", "--model", slim, "--save-annotated", ann)
     assert rc == 1 and out  # the record is still written
     assert "wrote 0 annotated file(s)" in summary
-    assert "1 input(s) with warnings: 1 output not written" in summary
+    assert "1 input(s) with warnings: 1x output not written" in summary
 
 
 def test_faces_are_numbered_from_1_in_every_format(slim, tmp_path, capsys):
@@ -140,7 +140,7 @@ def test_an_image_that_breaks_the_analysis_is_skipped_not_the_batch(slim, tmp_pa
     assert rc == 1
     assert sorted(Path(json.loads(x)["source"]).name for x in out.splitlines()) == ["a.png", "c.png"]
     assert "2 image(s)" in summary
-    assert "1 input(s) skipped: 1 analysis failed (a fault: please report it)" in summary
+    assert "1 input(s) skipped: 1x analysis failed (a fault: please report it)" in summary
 
 
 def test_output_places_that_cannot_be_written_are_usage_errors(slim, tmp_path, capsys):

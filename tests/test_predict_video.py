@@ -58,7 +58,7 @@ def test_truncated_mp4_is_reported(slim, tmp_path, capsys):
     assert f"warning: {clip}: the stream ends after {len(frames)} of the 40 frames" in err
     summary = err.strip().splitlines()[-1]
     assert f"1 video(s) ({len(frames)} frames analysed" in summary
-    assert "1 input(s) with warnings: 1 truncated video" in summary
+    assert "1 input(s) with warnings: 1x truncated video" in summary
 
 
 def test_complete_videos_are_not_called_truncated(tmp_path):
@@ -84,7 +84,7 @@ def test_unreadable_video_and_missing_webcam_are_typed(slim, tmp_path, capsys):
     (tmp_path / "fake.mp4").write_text("not a video")
     rc, recs, err = _predict(capsys, tmp_path / "fake.mp4", "--webcam", "97", "--model", slim)
     assert rc == 1 and not recs
-    assert "2 input(s) skipped: 1 unreadable video, 1 webcam not available" in err
+    assert "2 input(s) skipped: 1x unreadable video, 1x webcam not available" in err
 
 
 def test_unknown_frame_counts_are_not_used(tmp_path, monkeypatch):

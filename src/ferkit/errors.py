@@ -17,3 +17,13 @@ class DataError(FerkitError):
     """A dataset path or file that cannot be used."""
 
     reason = "unreadable input"
+
+
+def tally(counts) -> str:
+    """Skip reasons and their counts for a summary line, most frequent first.
+
+    ``{"corrupt or unreadable image": 2, "not an image file": 1}`` reads
+    "2x corrupt or unreadable image, 1x not an image file": a count of a reason, so
+    that no noun needs a plural (it read "2 corrupt or unreadable image").
+    """
+    return ", ".join(f"{n}x {r}" for r, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

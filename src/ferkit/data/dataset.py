@@ -22,7 +22,7 @@ from ferkit.data.cache import decode_index
 from ferkit.data.folders import find_split_dir
 from ferkit.data.sources import Index, detect_source, get_source
 from ferkit.data.splits import group_split, stratified_split
-from ferkit.errors import DataError
+from ferkit.errors import DataError, tally
 from ferkit.labels import FER7, filter_to_labels
 
 
@@ -170,8 +170,8 @@ class FerDataset(Dataset):
         """One line counting the items skipped while indexing and decoding, or None if none were."""
         if not self.skipped:
             return None
-        parts = ", ".join(f"{v} {k}" for k, v in sorted(self.skipped.items()))
-        return f"{self.index.root} [{self.index.split}]: skipped {sum(self.skipped.values())} item(s): {parts}"
+        return (f"{self.index.root} [{self.index.split}]: skipped {sum(self.skipped.values())} item(s): "
+                f"{tally(self.skipped)}")
 
 
 def class_weights(targets, num_classes: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ferkit.data.folders import find_split_dir, index_folder_tree
 from ferkit.data.sources import Index, file_fingerprint, register_source, skips_with_lines
-from ferkit.errors import DataError
+from ferkit.errors import DataError, tally
 from ferkit.labels import FER7
 
 USAGE_TO_SPLIT = {"training": "train", "publictest": "publictest", "privatetest": "privatetest"}
@@ -114,7 +114,7 @@ def read_fer2013_csv(path) -> tuple[np.ndarray, np.ndarray, list[str], Counter]:
             usages.append(USAGE_TO_SPLIT[usage])
     skipped = skips_with_lines(bad)
     if not images:
-        raise DataError(f"{path}: no valid rows" + (f" ({dict(skipped)})" if skipped else ""))
+        raise DataError(f"{path}: no valid rows" + (f" ({tally(skipped)})" if skipped else ""))
     return np.stack(images), np.array(labels, dtype=np.int64), usages, skipped
 
 

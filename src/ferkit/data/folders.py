@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ferkit.data.images import decode_image, is_image_file
 from ferkit.data.sources import Index, file_fingerprint, register_source
-from ferkit.errors import DataError
+from ferkit.errors import DataError, tally
 from ferkit.labels import normalize_label
 
 SPLIT_DIRS = {
@@ -102,7 +102,7 @@ def index_folder_tree(root, split: str, source: str = "folders", name_filter=Non
     if not paths:
         raise DataError(
             f"{base}: no images found in emotion-named folders"
-            + (f" ({', '.join(f'{v} {k}' for k, v in skipped.items())})" if skipped else "")
+            + (f" ({tally(skipped)})" if skipped else "")
         )
     return Index(
         source=source,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.errors import DataError, FerkitError
+from ferkit.errors import DataError, FerkitError, tally
 
 
 @dataclass
@@ -288,11 +288,10 @@ class RunReport:
             line += "; wrote " + " and ".join(wrote)
         for what, counts in (("input(s) skipped", self.skipped), ("input(s) with warnings", self.warned)):
             if counts:
-                why = ", ".join(f"{n} {r}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-                line += f"; {sum(counts.values())} {what}: {why}"
+                line += f"; {sum(counts.values())} {what}: {tally(counts)}"
         if self.ignored:
             why = ", ".join(
-                f"{len(names)} {r} ({', '.join(Path(n).name for n in names[:3])}"
+                f"{len(names)}x {r} ({', '.join(Path(n).name for n in names[:3])}"
                 f"{', ...' if len(names) > 3 else ''})"
                 for r, names in sorted(self.ignored.items(), key=lambda kv: -len(kv[1]))
             )
