@@ -68,7 +68,7 @@ class LiVGG(nn.Module):
         block_dropout: dropout after each conv block when it should differ from
             ``dropout`` (None: same). Not in the paper: on a short CPU schedule the
             paper's seven dropouts of 0.4 kept the network at chance (see
-            docs/reproductions/li.md), while the dense layers' dropout alone trains.
+            docs/reproductions/li-implementation.md), while the dense layers' dropout alone trains.
     """
 
     BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
