@@ -81,6 +81,16 @@ def face_like(label: int, size: int = 48, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def load_script(path: Path):
+    """A script outside the package (benchmarks/, tools/) imported as a module, to call its main()."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def write_fer_csv(path: Path, n_per_split: int = 10, header: str = "emotion,pixels,Usage") -> Path:
     """A tiny FER2013 CSV (10 rows per Usage by default) in either header variant."""
     cols = [c.strip().lower() for c in header.split(",")]

@@ -89,7 +89,7 @@ def test_csv_skips_reach_the_user_with_line_numbers(tmp_path, capsys):
     p.rename(data / "fer2013.csv")
     assert main(["train", "boulis-baseline", "--data", str(data / "fer2013.csv"), "--out", str(tmp_path / "runs"),
                  *FAST]) == 0
-    assert "1 unterminated or stray quote (line 5)" in capsys.readouterr().out
+    assert "1x unterminated or stray quote (line 5)" in capsys.readouterr().out
 
 
 # --- degenerate splits -------------------------------------------------------------------------

@@ -4,9 +4,10 @@ import pytest
 
 pytest.importorskip("lightning")
 
-import importlib.util
 import json
 from pathlib import Path
+
+from conftest import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
 QUICK = ["--quick", "--device", "cpu", "--recipes", "ferkit-default", "--steps", "2", "--batch-size", "4",
@@ -14,10 +15,7 @@ QUICK = ["--quick", "--device", "cpu", "--recipes", "ferkit-default", "--steps",
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(BENCH)
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +115,7 @@ def test_pilot_recipe_runs_a_recipe_with_and_without_batch_size(tiny_tree, capsy
 
     import torch
 
-    spec = importlib.util.spec_from_file_location("pilot_recipe", BENCH.with_name("pilot_recipe.py"))
-    pilot = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pilot)
+    pilot = load_script(BENCH.with_name("pilot_recipe.py"))
     threads = torch.get_num_threads()
     try:
         for size in (["--batch-size", "4"], ["--set", "batch_size=4"]):

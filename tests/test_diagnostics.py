@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import write_class_tree
+from conftest import load_script, write_class_tree
 
 from ferkit.cli import main
 
@@ -18,10 +17,7 @@ FAST = ["--no-progress", "--device", "cpu", "--epochs", "1", "--limit-batches", 
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("class_weighted_nll", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(TOOL)
 
 
 def _run(data: Path, out: Path, recipe: str) -> Path:

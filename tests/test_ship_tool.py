@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import write_class_tree
+from conftest import load_script, write_class_tree
 
 from ferkit.cli import main
 from ferkit.commands.listing import model_facts
@@ -19,10 +18,7 @@ TOOL = Path(__file__).resolve().parents[1] / "tools" / "ship" / "ship_model.py"
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("ship_model", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(TOOL)
 
 
 @pytest.fixture(scope="module")
