@@ -88,10 +88,7 @@ def ship(args) -> dict:
 
     src = Path(args.checkpoint)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     report = Path(args.report) if args.report else None
-    if report:
-        report.mkdir(parents=True, exist_ok=True)
     progress = not args.no_progress
     tta_views = {"none": None, "mirror": 0, "ten-crop": "ten-crop"}[args.tta]
 
@@ -100,6 +97,7 @@ def ship(args) -> dict:
     cal.pop("model"), cal.pop("spec")
     t = float(cal["temperature"])
     tmp = out.with_name(out.name + ".new")
+    out.parent.mkdir(parents=True, exist_ok=True)  # only once the model and data have been read
     export_model(str(src), "torch", tmp, half=True, tta=args.tta, temperature=t)
 
     evals = {}
@@ -140,6 +138,7 @@ def ship(args) -> dict:
     result = {"out": str(out), "bytes": out.stat().st_size, "source": str(src), "meta": meta,
               "calibration": cal}
     if report:
+        report.mkdir(parents=True, exist_ok=True)
         for (split, name), rep in evals.items():
             (report / f"eval_{split}_{name}.json").write_text(json.dumps(rep, default=float))
         for part in (cal["fit"], cal["report"]):
