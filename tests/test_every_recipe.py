@@ -19,6 +19,7 @@ import io
 import json
 import math
 import re
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -269,7 +270,9 @@ class Runs:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    return Runs(tmp_path_factory.mktemp("every-recipe"))
+    root = tmp_path_factory.mktemp("every-recipe")
+    yield Runs(root)
+    shutil.rmtree(root, ignore_errors=True)  # ~2 GB of toy checkpoints (VGG16, ResNet50, ...)
 
 
 def _params():
