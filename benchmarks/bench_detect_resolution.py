@@ -42,8 +42,9 @@ def main() -> None:
     cv2.setNumThreads(2)
     shared = Path(__file__).resolve().parents[2] / "shared"
     print("load average before:", os.getloadavg())
-    path = photo(Path(tempfile.mkdtemp()) / "photo640x480.jpg")
-    img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = photo(Path(scratch) / "photo640x480.jpg")
+        img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     sets = {k: v for k, v in B.canvas_set(shared, 3).items() if k[1] in (40, 120)}
     sets.update(B.fer_set(shared, 200))
     for name, det, min_face in variants():

@@ -87,14 +87,14 @@ def run(det: FaceDetector, images, repeat: int) -> dict:
         fp += len(boxes) - min(1, len(good))
         if not good:
             misses.append(name)
-    return dict(
-        hits=hits,
-        n=len(images),
-        fp=fp,
-        ms=1000 * float(np.median(times)),
-        cpu_ms=1000 * float(np.median(cpu)),
-        misses=misses,
-    )
+    return {
+        "hits": hits,
+        "n": len(images),
+        "fp": fp,
+        "ms": 1000 * float(np.median(times)),
+        "cpu_ms": 1000 * float(np.median(cpu)),
+        "misses": misses,
+    }
 
 
 def main() -> None:

@@ -37,10 +37,11 @@ ASSET = REPO / "src" / "ferkit" / "assets" / "astronaut.png"
 def hardware(threads: int) -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -177,7 +178,7 @@ def bench_rss(path: str, tmp: Path) -> None:
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
         )
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
         dt = time.perf_counter() - t0
         rss_mb = int(r.stderr.strip().splitlines()[-1]) / 1024
         results[n] = rss_mb

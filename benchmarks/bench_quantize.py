@@ -79,6 +79,12 @@ def main() -> int:
         print(f"no FER2013 folders at {args.data}", file=sys.stderr)
         return 2
 
+    with tempfile.TemporaryDirectory() as scratch:  # the fp32 and int8 graphs, ~30 MB
+        return measure(args, Path(scratch))
+
+
+def measure(args, tmp: Path) -> int:
+    """Quantize the shipped default in ``tmp`` and compare it with the float model."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -87,7 +93,6 @@ def main() -> int:
     from ferkit.inference.recognizer import Recognizer
 
     model, spec, _ = load_model("default")
-    tmp = Path(tempfile.mkdtemp())
     fp32 = tmp / "fp32.onnx"
     # as `ferkit export --shipped` makes default-int8: BatchNorm unfolded, so the convolutions
     # keep the .pt's fp16 values and are stored in fp16 after quantization

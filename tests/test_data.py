@@ -169,7 +169,7 @@ def test_cache_reused_and_invalidated_on_change(tmp_path, monkeypatch):
     np.testing.assert_array_equal(ds1.images, ds2.images)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1  # hit, no new entry
     # Rewrite one file with different content: a new key, new pixels.
-    f = sorted((root / "angry").glob("*.png"))[0]
+    f = min((root / "angry").glob("*.png"))
     Image.fromarray(np.full((48, 48), 255, np.uint8)).save(f)
     os.utime(f, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
     ds3 = FerDataset(load_index(root, "all"), 32, 1)
@@ -180,7 +180,7 @@ def test_cache_reused_and_invalidated_on_change(tmp_path, monkeypatch):
 def test_stratified_split_deterministic_and_stratified():
     labels = ["a"] * 50 + ["b"] * 10
     tr1, va1 = stratified_split(labels, 0.2, seed=3)
-    tr2, va2 = stratified_split(labels, 0.2, seed=3)
+    _tr2, va2 = stratified_split(labels, 0.2, seed=3)
     assert va1 == va2 and set(tr1).isdisjoint(va1)
     assert sum(labels[i] == "a" for i in va1) == 10 and sum(labels[i] == "b" for i in va1) == 2
     assert stratified_split(labels, 0.2, seed=4)[1] != va1

@@ -38,5 +38,5 @@ def test_norm_and_bias_are_not_decayed_when_asked():
 
 
 def test_the_default_decays_every_parameter_as_before():
-    module, opt = _optimizer()
+    _module, opt = _optimizer()
     assert len(opt.param_groups) == 1 and opt.param_groups[0]["weight_decay"] == 0.5
