@@ -25,6 +25,13 @@ ONNX_SHIPPED = {
 
 pytestmark = pytest.mark.skipif(not SHIPPED, reason="shipped weights not installed")
 
+#: What each shipped float model is: architecture, input side, the face side it is cropped
+#: from (None: the whole face), and the test-time views its file asks for.
+EXPECTED = {
+    "default": ("vgg-fer", 40, 48, "mirror"),
+    "fast": ("mini-xception", 48, None, None),
+}
+
 
 def _sha256(path) -> str:
     import hashlib
@@ -45,9 +52,11 @@ def test_every_shipped_pt_has_an_onnx_exported_from_it(name):
     )
     assert meta["labels"] == list(FER7)
     cfg = InputConfig.from_dict(meta["input_config"])
-    assert (cfg.size, cfg.crop_from, cfg.channels, cfg.mean, cfg.std) == (40, 48, 1, (0.5,), (0.5,))
-    assert cfg.tta == "mirror" and cfg.temperature != 1.0  # the recorded views and calibration travel too
-    assert meta["model"] == "vgg-fer"
+    arch, size, crop_from, tta = EXPECTED[pretrained.QUANTIZED.get(name, name)]
+    assert (cfg.size, cfg.crop_from, cfg.channels) == (size, crop_from, 1)
+    assert (cfg.mean, cfg.std) == ((0.5,), (0.5,))
+    assert cfg.tta == tta and cfg.temperature != 1.0  # the recorded views and calibration travel too
+    assert meta["model"] == arch
     suffix = "-int8" if name in pretrained.QUANTIZED else ""
     assert meta["version"] == meta["meta"]["version"] + suffix
     assert ("ferkit.quantization" in raw) == bool(suffix)
@@ -56,6 +65,11 @@ def test_every_shipped_pt_has_an_onnx_exported_from_it(name):
     # The batch axis is dynamic and the output is one logit per label.
     for n in (1, 5):
         assert sess.run(None, {"input": np.zeros((n, 1, cfg.size, cfg.size), np.float32)})[0].shape == (n, 7)
+
+
+def test_every_shipped_model_is_described_here():
+    """A new shipped model gets its line in EXPECTED (and so its checks above)."""
+    assert set(pretrained.PRETRAINED) - set(pretrained.QUANTIZED) <= set(EXPECTED)
 
 
 def test_default_resolves_to_onnx_for_inference_and_pt_for_torch():
