@@ -86,3 +86,6 @@ def test_model_facts_say_what_the_shipped_meta_records():
     assert model_facts(meta, 6_600_000, "ten-crop") == (
         "FER2013 PublicTest 65.1% (66.0% ten-crop), 6.6 MB, 0.17 GFLOP/face, 2,900 crops/s (AMD EPYC, 2 threads)")
     assert model_facts({}, 9_569_373, None) == "9.6 MB"  # nothing recorded: the size alone
+    # a one-view model (tta_mode none) states its one figure once, not "63.3% (63.3% none)"
+    one_view = {"publictest": {"plain": 0.633, "tta": 0.633, "tta_mode": "none"}}
+    assert model_facts(one_view, 146_377, None) == "FER2013 PublicTest 63.3% (one view), 0.1 MB"

@@ -137,7 +137,7 @@ def split_options() -> argparse.ArgumentParser:
 
 
 #: ``--model`` of predict and serve: both load through ``Recognizer.from_pretrained``.
-MODEL_HELP = ("a shipped model by name ('default', 'default-int8': see 'ferkit models'), a "
+MODEL_HELP = ("a shipped model by name ('default', 'default-int8', 'fast': see 'ferkit models'), a "
               "checkpoint (.ckpt/.pt), an .onnx file or a run folder (default: default)")
 #: ``--backend`` of predict and serve.
 BACKEND_HELP = ("inference engine (default auto: onnxruntime on the CPU, about 4x PyTorch's CPU "

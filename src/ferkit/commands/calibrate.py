@@ -20,7 +20,7 @@ def add_parser(sub):
         "is fitted on its own validation carve; PublicTest is for reporting only "
         "(--report-split test).",
     )
-    p.add_argument("model", help="'default', a best.ckpt, a slim .pt file, or a run folder")
+    p.add_argument("model", help="a shipped model name ('default', 'fast'), a best.ckpt, a slim .pt file, or a run folder")
     p.add_argument("--data", required=True, help="dataset path (the one the model trained on)")
     p.add_argument("--split", default="val",
                    help="split to fit T on (default: val, the run's validation carve)")

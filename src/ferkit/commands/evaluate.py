@@ -46,7 +46,7 @@ def add_parser(sub):
         "confusion matrix of a trained model on a dataset split. Classes the model does not know "
         "(e.g. contempt) are skipped with a warning, or rejected with --strict.",
     )
-    p.add_argument("checkpoint", nargs="+", help="checkpoint(s): best.ckpt, an exported .pt, or 'default'")
+    p.add_argument("checkpoint", nargs="+", help="checkpoint(s): best.ckpt, an exported .pt, or a shipped model name ('default', 'fast': see 'ferkit models')")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="val share carved from train (default: the checkpoint's recipe, else 0.1)")
     p.add_argument("--out", type=out_folder, help="folder for the report: report.json, confusion.png, per_class.png")

@@ -23,7 +23,7 @@ def add_parser(sub):
         "model). Needs PyTorch and onnx: pip install 'ferkit[train]'.",
     )
     p.add_argument(
-        "model", nargs="?", help="'default', a best.ckpt, a slim .pt file, or a run folder"
+        "model", nargs="?", help="a shipped model name ('default', 'fast'), a best.ckpt, a slim .pt file, or a run folder"
     )
     p.add_argument(
         "--shipped",

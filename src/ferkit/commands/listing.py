@@ -101,8 +101,11 @@ def model_facts(meta: dict, nbytes: int, tta: str | None) -> str:
     acc = meta.get("publictest") or {}
     if isinstance(acc, dict) and acc.get("plain") is not None:
         text = f"FER2013 PublicTest {100 * acc['plain']:.1f}%"
-        if acc.get("tta") is not None:
-            text += f" ({100 * acc['tta']:.1f}% {acc.get('tta_mode') or tta or 'TTA'})"
+        mode = acc.get("tta_mode") or tta
+        if mode == "none":  # the file asks for no test-time views: one figure
+            text += " (one view)"
+        elif acc.get("tta") is not None:
+            text += f" ({100 * acc['tta']:.1f}% {mode or 'TTA'})"
         parts.append(text)
     parts.append(f"{nbytes / 1e6:.1f} MB")
     if meta.get("gflop"):

@@ -24,8 +24,10 @@ from ferkit.errors import FerkitError
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 #: Names of shipped models -> file stem inside :data:`WEIGHTS_DIR` (``<stem>.onnx``
-#: and ``<stem>.pt``).
-PRETRAINED = {"default": "default", "default-int8": "default-int8"}
+#: and ``<stem>.pt``). ``default``: the most accurate single network (vgg-fer);
+#: ``fast``: mini-xception distilled from it (recipe ``ferkit-fast``), one view, for
+#: batches of faces and video where crops/s matter more than the last points.
+PRETRAINED = {"default": "default", "default-int8": "default-int8", "fast": "fast"}
 
 #: Shipped models that are an int8 quantization of another one: ONNX only, made
 #: from that model's ``.pt`` by ``ferkit export --shipped``. ``default-int8``: the
