@@ -75,7 +75,10 @@ def test_job_refuses_out_or_work_that_is_a_file(tmp_path, kaggle, monkeypatch, c
     assert "OUT " + str(f) + " is a file" in _job_main([str(f)], monkeypatch, archive, capsys)  # was a traceback
     assert "--work " + str(f) + " is a file" in _job_main([str(tmp_path / "o"), "--work", str(f)], monkeypatch,
                                                           archive, capsys)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "scratch"))
     assert f"cannot make {f / 'sub'}" in _job_main([str(f / "sub")], monkeypatch, archive, capsys)
+    # the default scratch folder (TMPDIR/ferkit-gpu-PID) was made before OUT and left behind
+    assert not (tmp_path / "scratch").exists()
 
 
 def test_job_refuses_a_missing_or_foreign_archive_before_starting(tmp_path, monkeypatch, capsys):

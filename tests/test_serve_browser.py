@@ -27,7 +27,13 @@ from ferkit.serve.app import create_app
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 ASSET = Path(__file__).resolve().parents[1] / "src" / "ferkit" / "assets" / "astronaut.png"
 HAPPY_RGB = (0xF5, 0x9E, 0x0B)  # COLORS.happy in static/app.js
-SCREENSHOT_DIR = Path(os.environ.get("FERKIT_SCREENSHOTS", "/tmp"))
+
+
+@pytest.fixture
+def shot_dir(tmp_path) -> Path:
+    """Where screenshots go: $FERKIT_SCREENSHOTS to keep them for a look, else the test's
+    temporary folder (deleted when the test passes: a test run leaves no files behind)."""
+    return Path(os.environ["FERKIT_SCREENSHOTS"]) if os.environ.get("FERKIT_SCREENSHOTS") else tmp_path
 
 
 def chromium_path() -> str | None:
@@ -142,7 +148,7 @@ def near(rgb, ref, tol=30):
     return all(abs(a - b) <= tol for a, b in zip(rgb, ref))
 
 
-def test_upload_draws_box_label_and_chart(browser, server, tmp_path):
+def test_upload_draws_box_label_and_chart(browser, server, tmp_path, shot_dir):
     img_path = photo(tmp_path)
     w, h = Image.open(img_path).size
     ctx, page, requests, problems = open_page(browser, server)
@@ -174,7 +180,7 @@ def test_upload_draws_box_label_and_chart(browser, server, tmp_path):
         assert page.inner_text("#chart [data-label=happy] .bar-value") == "88%"
         assert page.inner_text("#chart [data-label=sad] .bar-value") == "2%"
 
-        shot = SCREENSHOT_DIR / "ferkit-serve-upload.png"
+        shot = shot_dir / "ferkit-serve-upload.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
         # Offline: every request went to this server, and no CSP or script errors.
@@ -184,7 +190,7 @@ def test_upload_draws_box_label_and_chart(browser, server, tmp_path):
         ctx.close()
 
 
-def test_webcam_streams_frames(browser, server):
+def test_webcam_streams_frames(browser, server, shot_dir):
     ctx, page, requests, problems = open_page(browser, server)
     try:
         page.click("#webcam")
@@ -195,7 +201,7 @@ def test_webcam_streams_frames(browser, server):
         while sum("/v1/predict" in u for u in requests) < 3 and time.time() < deadline:
             page.wait_for_timeout(200)
         assert sum("/v1/predict" in u for u in requests) >= 3
-        page.screenshot(path=str(SCREENSHOT_DIR / "ferkit-serve-webcam.png"))
+        page.screenshot(path=str(shot_dir / "ferkit-serve-webcam.png"))
         page.click("#webcam")
         assert page.inner_text("#webcam") == "Start webcam"
         assert problems == []

@@ -490,9 +490,9 @@ def main(argv=None) -> int:
             p.error(f"data archive {archive} not found (set FERKIT_GPU_DATA; make it with tools/gpu/pack_data.py)")
         if not tarfile.is_tarfile(archive):
             p.error(f"data archive {archive} is not a tar archive (make it with tools/gpu/pack_data.py)")
-    try:
-        work.mkdir(parents=True, exist_ok=True)
+    try:  # OUT first: a refused OUT leaves no scratch folder behind
         out.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         p.error(f"cannot make {e.filename}: {e.strerror}")
     job = Job(out, a.job, budget, archive, work)
