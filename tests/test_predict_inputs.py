@@ -163,6 +163,22 @@ def test_missing_inputs_and_empty_patterns(tmp_path):
     ]
 
 
+def test_a_named_folder_with_nothing_to_read_is_skipped(tmp_path, slim, capsys):
+    """An empty folder, or one of other files only, ended '0 image(s)' with exit status 0."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("hello")
+    (tmp_path / "docs" / "sub").mkdir()
+    empty, docs = tmp_path / "empty", tmp_path / "docs"
+    assert _walk(str(empty)) == [("skipped", "empty", "no image or video files in this folder")]
+    assert ("skipped", "docs", "no image or video files in this folder") in _walk(str(docs))
+    rc, recs, last, _ = _run(capsys, empty, "--model", slim, "--json")
+    assert rc == 1 and recs == [] and "1 input(s) skipped" in last, last
+    # a folder with something to read is not flagged, nor is an empty sub-folder inside it
+    shutil.copy(ASTRONAUT, docs / "a.png")
+    assert [k for k, _, _ in _walk(str(docs))] == ["image", "ignored"]
+
+
 def test_a_skipped_entry_reached_twice_is_counted_once(tmp_path):
     """A pattern and a folder link back up (sub.jpg/loop -> ..) reached the same FIFO and broken
     link twice: '6 input(s) skipped' for 3 bad entries. Skips are counted once, like files."""

@@ -58,6 +58,10 @@ class NoMatch(InputError):
     reason = "no file matches this pattern"
 
 
+class NoMedia(InputError):
+    reason = "no image or video files in this folder"
+
+
 class BrokenLink(InputError):
     reason = "broken symbolic link"
 
@@ -249,7 +253,13 @@ class _Walk:
         if isinstance(st, InputError):
             yield self.skip(path, name, st)
         elif stat.S_ISDIR(st.st_mode):
-            yield from self.folder(path, st)
+            found = False  # an image, a video or a reported problem below it
+            for f in self.folder(path, st):
+                found = found or f.kind != "ignored"
+                yield f
+            if explicit and not found:
+                # a folder named on purpose that held nothing to read ended "0 image(s)", exit 0
+                yield InputFile("skipped", path, name, NoMedia(f"{name}: no image or video files in this folder"))
         else:
             yield self.file(path, name, st, explicit)
 
